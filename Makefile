@@ -1,0 +1,102 @@
+# sn: SparkNet-style distributed training as small Unix tools.
+# make [all] | check | sanitize | bench | demo | deps | install | uninstall | clean
+
+VERSION   := 0.1.0
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+BUILD     ?= build
+BINDIR    ?= bin
+CC        ?= cc
+PKGS      := openblas yaml-0.1 zlib jansson
+OPT       ?= -O2
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+SN_CFLAGS  = -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror \
+             -DSN_VERSION='"$(VERSION)"' -Ilib -Isrc $(PKG_CFLAGS) $(CFLAGS) $(SAN)
+SN_LDLIBS  = $(PKG_LIBS) -lm -lpthread $(LDLIBS)
+
+LIB_SRC  := $(sort $(wildcard lib/*.c lib/layers/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CMD_SRC  := $(sort $(wildcard src/sn-*.c))
+CMDS     := $(CMD_SRC:src/%.c=%)
+CMD_BINS := $(CMDS:%=$(BINDIR)/%)
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS:= $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+SCRIPTS  := $(wildcard bin/sn-train)
+MAN1     := $(wildcard man/man1/*.1)
+MAN5     := $(wildcard man/man5/*.5)
+
+# Debian packages the build, the tests, the demo and the benchmarks need.
+DEB_PKGS := build-essential pkg-config libopenblas-dev zlib1g-dev libyaml-dev \
+            libjansson-dev libcmocka-dev parallel bats openssh-server iproute2 \
+            dataset-fashion-mnist python3-numpy python3-torch gnuplot-nox \
+            shellcheck man-db procps psmisc
+
+.PHONY: all check sanitize bench demo deps install uninstall clean unit-tests
+.DELETE_ON_ERROR:
+
+all: $(CMD_BINS)
+
+$(BUILD)/%.o: %.c $(wildcard lib/*.h src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(SN_CFLAGS) -c -o $@ $<
+
+$(BUILD)/libsn.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BINDIR)/sn-%: $(BUILD)/src/sn-%.o $(BUILD)/src/cli.o $(BUILD)/libsn.a
+	@mkdir -p $(BINDIR)
+	$(CC) $(SN_CFLAGS) -o $@ $^ $(SN_LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libsn.a $(wildcard tests/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(SN_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libsn.a $(SN_LDLIBS) -lcmocka
+
+unit-tests: $(UNIT_BINS)
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "make deps: installing$$missing" >&2; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	else \
+	  echo "make deps: missing packages; run as root:" >&2; \
+	  echo "  apt-get install -y$$missing" >&2; exit 1; \
+	fi
+
+check: deps
+	@$(MAKE) --no-print-directory all unit-tests
+	@SN_BIN=$(abspath $(BINDIR)) SN_UNIT=$(abspath $(BUILD)/tests) tests/run
+
+# The same tests on an ASan+UBSan build, in its own build and bin directories.
+sanitize: deps
+	@$(MAKE) --no-print-directory BUILD=build/san BINDIR=build/san/bin OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  all unit-tests
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  SN_SANITIZE=1 SN_BIN=$(abspath build/san/bin) SN_UNIT=$(abspath build/san/tests) tests/run
+
+bench: deps all
+	@bench/run
+
+demo: deps all
+	@examples/scripts/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 755 $(CMD_BINS) $(SCRIPTS) $(DESTDIR)$(PREFIX)/bin/
+	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/)
+	$(if $(MAN5),install -m 644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5/)
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(CMDS) $(notdir $(SCRIPTS)))
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/man/man1/,$(notdir $(MAN1)))
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/man/man5/,$(notdir $(MAN5)))
+
+clean:
+	rm -rf $(BUILD) $(CMD_BINS)

@@ -1,0 +1,122 @@
+/* layers.h: the layer interface.  One file per kind in lib/layers/, listed in
+ * the static table in lib/layers/table.c.  Adding a kind touches that table
+ * and its own file, nothing else.
+ *
+ * Shapes are per example: a layer sees `in` and produces `out`, each either
+ * [C,H,W] (ndim 3) or [D] (ndim 1).  Activations are batches laid out
+ * [B, ...] contiguously, float32, NCHW.  Parameters live in the net's flat
+ * buffers; a layer gets pointers to its own slices (w[i], dw[i]). */
+#ifndef SN_LAYERS_H
+#define SN_LAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "rng.h"
+
+/* Options a layer may take in YAML.  Each kind says which it accepts. */
+enum sn_opt {
+	SN_OPT_FILTERS,   /* conv: output channels                 */
+	SN_OPT_KERNEL,    /* conv/pool: square kernel size         */
+	SN_OPT_STRIDE,    /* conv/pool                             */
+	SN_OPT_PAD,       /* conv/pool: zero (conv) / -inf (max) pad */
+	SN_OPT_UNITS,     /* dense: outputs                        */
+	SN_OPT_SLOPE,     /* leaky_relu: negative slope (0.01)     */
+	SN_OPT_RATE,      /* dropout: drop probability (0.5)       */
+	SN_OPT_EPS,       /* batchnorm: epsilon (1e-5)             */
+	SN_OPT_MOMENTUM,  /* batchnorm: running-stat momentum (0.1, PyTorch's) */
+	SN_OPT_BIAS,      /* conv/dense: 1 to have a bias (default 1) */
+	SN_OPT_COUNT
+};
+extern const char *const sn_opt_names[SN_OPT_COUNT];  /* "filters", ... */
+
+typedef struct {
+	int ndim;          /* 1 or 3 */
+	int64_t d[3];      /* [D] or [C,H,W] */
+} sn_shape;
+int64_t sn_shape_size(const sn_shape *s);
+
+enum sn_init { SN_INIT_FAN, SN_INIT_ZERO, SN_INIT_ONE };
+
+#define SN_MAX_LAYER_PARAMS 4
+
+/* One named tensor of a layer: "<layer>.<suffix>", e.g. conv1.weight. */
+typedef struct {
+	char suffix[16];        /* "weight", "bias", "running_mean", "running_var" */
+	int ndim;
+	int64_t shape[4];       /* PyTorch layout: conv [out,in,kh,kw], dense [out,in] */
+	int64_t numel;
+	int trainable;          /* 0 for batchnorm running statistics */
+	enum sn_init init;
+	int64_t fan_in, fan_out;
+} sn_param_desc;
+
+typedef struct sn_layer sn_layer;
+
+/* What a forward/backward pass needs beyond its tensors. */
+typedef struct {
+	int training;            /* batchnorm batch stats, dropout active */
+	sn_rng *rng;             /* dropout masks */
+	float *scratch;          /* shared temporary space, see scratch_* */
+	const int32_t *labels;   /* loss layer: [B] */
+	double loss;             /* loss layer writes the mean loss here */
+} sn_pass;
+
+typedef struct {
+	const char *name;            /* YAML kind: "conv", "relu", ... */
+	const char *name_prefix;     /* default layer names: "conv" -> conv1; NULL if unnamed */
+	unsigned options;            /* bit set of (1u << SN_OPT_*) accepted */
+	int is_loss;                 /* must be the last layer */
+
+	/* Validate options (l->opt[], l->opt_set), set l->out, the parameter
+	 * descriptors, FLOPs and workspace sizes from l->in.  Returns 0 or
+	 * SN_ENET with a detail ("kernel 7 larger than input 5x5"). */
+	int (*setup)(sn_layer *l);
+
+	/* out[B, out] = f(in[B, in]). */
+	void (*forward)(sn_layer *l, const float *in, float *out, int B, sn_pass *p);
+
+	/* Given dout = dL/dout, accumulate dL/dw into l->dw[] (+=) and write
+	 * dL/din into din (overwrite), unless din is NULL (first layer). */
+	void (*backward)(sn_layer *l, const float *in, const float *out,
+			 const float *dout, float *din, int B, sn_pass *p);
+} sn_layer_kind;
+
+struct sn_layer {
+	const sn_layer_kind *kind;
+	char name[64];                 /* "conv1" (given or defaulted) */
+	int line, column;              /* where it was defined in YAML (1-based) */
+
+	double opt[SN_OPT_COUNT];      /* option values ... */
+	unsigned opt_set;              /* ... and which were given in YAML */
+
+	sn_shape in, out;
+
+	int nparams;
+	sn_param_desc params[SN_MAX_LAYER_PARAMS];
+	float *w[SN_MAX_LAYER_PARAMS];     /* views into the net's flat buffers */
+	float *dw[SN_MAX_LAYER_PARAMS];    /* NULL for non-trainable */
+
+	int64_t flops_forward;         /* per example; multiply-add = 2 FLOPs */
+	int64_t flops_backward;        /* per example */
+
+	/* Workspace sizes in floats, set by setup.  `saved` keeps values from
+	 * forward to backward (masks, argmax, normalised inputs) and is private
+	 * to the layer: saved_per_example*B + saved_fixed floats at l->saved.
+	 * `scratch` is temporary and shared by all layers (sn_pass.scratch):
+	 * scratch_per_example*B + scratch_fixed floats. */
+	int64_t saved_per_example, saved_fixed;
+	int64_t scratch_per_example, scratch_fixed;
+	float *saved;
+};
+
+/* The kinds, NULL-terminated, and lookup by YAML name. */
+extern const sn_layer_kind *const sn_layer_kinds[];
+const sn_layer_kind *sn_layer_kind_find(const char *name);
+
+/* Naive reference kernels, kept beside the fast ones for tests. */
+void sn_conv_forward_naive(const sn_layer *l, const float *in, float *out, int B);
+void sn_dense_forward_naive(const sn_layer *l, const float *in, float *out, int B);
+
+#endif

@@ -1,0 +1,38 @@
+/* model.h: running a net on a batch.  An sn_model holds the activations,
+ * their gradients and the layers' workspaces for batches of up to max_batch
+ * examples; the parameters stay in the sn_net. */
+#ifndef SN_MODEL_H
+#define SN_MODEL_H
+
+#include "net.h"
+#include "rng.h"
+
+typedef struct {
+	sn_net *net;
+	int max_batch;
+	float **act;         /* act[0]: input [B,in]; act[i+1]: output of layer i */
+	float **dact;        /* dL/dact[i], same sizes (dact[0] unused) */
+	float *scratch;      /* shared by all layers (sn_pass.scratch) */
+	float *saved;        /* backs every layer's l->saved */
+} sn_model;
+
+int sn_model_init(sn_model *m, sn_net *net, int max_batch) SN_MUST_CHECK;
+void sn_model_free(sn_model *m);
+
+/* Forward x[B, input] (normalised floats).  With labels y (may be NULL when
+ * the caller only wants outputs) *loss gets the mean cross-entropy.
+ * training=1 uses batch statistics and dropout (drawing from rng).
+ * Returns SN_ENONFINITE when the loss is not finite, with a detail naming
+ * the first layer whose output holds a NaN or Inf ("step-independent":
+ * callers add the step). */
+int sn_model_forward(sn_model *m, const float *x, const int32_t *y, int B,
+		     int training, sn_rng *rng, double *loss) SN_MUST_CHECK;
+
+/* Backward after a training forward: zeroes net->grad, then fills it with
+ * dL/dparam for the mean loss of the batch. */
+void sn_model_backward(sn_model *m, int B);
+
+/* Class probabilities [B, classes] of the last forward. */
+const float *sn_model_probs(const sn_model *m);
+
+#endif
