@@ -14,6 +14,9 @@ typedef struct {
 	float **dact;        /* dL/dact[i], same sizes (dact[0] unused) */
 	float *scratch;      /* shared by all layers (sn_pass.scratch) */
 	float *saved;        /* backs every layer's l->saved */
+	int profile;         /* when set, forward/backward add each layer's
+	                      * wall seconds to seconds_forward/backward[i] */
+	double *seconds_forward, *seconds_backward;  /* [nlayers] */
 } sn_model;
 
 int sn_model_init(sn_model *m, sn_net *net, int max_batch) SN_MUST_CHECK;
