@@ -1,0 +1,829 @@
+/* net.c: YAML net definitions -> sn_net (layers, shapes, parameter table,
+ * flat buffers), seeded initialisation, and weight files.
+ *
+ * The whole YAML document is loaded with libyaml's document API so every
+ * node keeps its position; every complaint about the text is SN_ENET with a
+ * detail "SOURCE:LINE:COL: what" (1-based), so a command can print it as is. */
+#include "net.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+/* Per-dimension and total limits: they keep products of shapes far from
+ * overflow and refuse nets that could never be allocated anyway. */
+#define MAX_DIM (1 << 24)
+#define MAX_INPUT_SIZE (INT64_C(1) << 31)
+#define MAX_PARAMS (INT64_C(1) << 31)
+#define MAX_YAML_BYTES (16u << 20)
+
+typedef struct {
+	yaml_document_t doc;
+	const char *source;
+	sn_net *net;
+	yaml_node_t *classes_node;
+} parser;
+
+static int fail_at_mark(const char *source, yaml_mark_t m, int code, const char *fmt, va_list ap)
+{
+	char what[400];
+	vsnprintf(what, sizeof what, fmt, ap);
+	return sn_fail(code, "%s:%zu:%zu: %s", source, m.line + 1, m.column + 1, what);
+}
+
+static int SN_PRINTF(3, 4) fail_at(const parser *p, const yaml_node_t *n, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int err = fail_at_mark(p->source, n->start_mark, SN_ENET, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+static int SN_PRINTF(4, 5) fail_at_layer(const parser *p, const sn_layer *l, int code,
+					 const char *fmt, ...)
+{
+	yaml_mark_t m = {0, (size_t)l->line - 1, (size_t)l->column - 1};
+	va_list ap;
+	va_start(ap, fmt);
+	int err = fail_at_mark(p->source, m, code, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+static yaml_node_t *node(parser *p, int id)
+{
+	return yaml_document_get_node(&p->doc, id);
+}
+
+static const char *text(const yaml_node_t *n)
+{
+	return (const char *)n->data.scalar.value;
+}
+
+static const char *node_kind(const yaml_node_t *n)
+{
+	return n->type == YAML_MAPPING_NODE ? "a mapping" :
+	       n->type == YAML_SEQUENCE_NODE ? "a sequence" : "a scalar";
+}
+
+static int expect_scalar(const parser *p, const yaml_node_t *n, const char *what)
+{
+	if (n->type != YAML_SCALAR_NODE)
+		return fail_at(p, n, "expected %s, got %s", what, node_kind(n));
+	return 0;
+}
+
+static int parse_number(const parser *p, const yaml_node_t *n, const char *what, double *v)
+{
+	int err = expect_scalar(p, n, what);
+	if (err)
+		return err;
+	char *end;
+	errno = 0;
+	double x = strtod(text(n), &end);
+	if (errno || end == text(n) || *end || !isfinite(x))
+		return fail_at(p, n, "%s: expected a number, got \"%s\"", what, text(n));
+	*v = x;
+	return 0;
+}
+
+static int parse_count(const parser *p, const yaml_node_t *n, const char *what, int64_t *v)
+{
+	int err = expect_scalar(p, n, what);
+	if (err)
+		return err;
+	char *end;
+	errno = 0;
+	long long x = strtoll(text(n), &end, 10);
+	if (errno || end == text(n) || *end || x < 1 || x > MAX_DIM)
+		return fail_at(p, n, "%s: expected a positive integer up to %d, got \"%s\"",
+			       what, MAX_DIM, text(n));
+	*v = x;
+	return 0;
+}
+
+static int valid_name(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if (!(*s == '_' || (*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') ||
+		      (*s >= 'A' && *s <= 'Z')))
+			return 0;
+	return 1;
+}
+
+/* ---- top-level keys ---------------------------------------------------- */
+
+static int parse_input(parser *p, yaml_node_t *n)
+{
+	if (n->type != YAML_SEQUENCE_NODE)
+		return fail_at(p, n, "input: expected [C, H, W] or [D], got %s", node_kind(n));
+	int len = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+	if (len != 1 && len != 3)
+		return fail_at(p, n, "input: expected [C, H, W] or [D], got %d dimensions", len);
+	sn_shape *s = &p->net->input;
+	s->ndim = len;
+	for (int i = 0; i < len; i++) {
+		int err = parse_count(p, node(p, n->data.sequence.items.start[i]), "input",
+				      &s->d[i]);
+		if (err)
+			return err;
+	}
+	if (sn_shape_size(s) > MAX_INPUT_SIZE)
+		return fail_at(p, n, "input: %lld values per example is too many",
+			       (long long)sn_shape_size(s));
+	return 0;
+}
+
+static int parse_net_name(parser *p, yaml_node_t *n)
+{
+	int err = expect_scalar(p, n, "a net name");
+	if (err)
+		return err;
+	if (!*text(n) || strlen(text(n)) > 255)
+		return fail_at(p, n, "name: expected 1 to 255 characters");
+	free(p->net->name);
+	if (!(p->net->name = strdup(text(n))))
+		return sn_fail(SN_ENOMEM, "out of memory");
+	return 0;
+}
+
+/* `multistep: [1000, 2000]` arrives as a sequence; the solver takes "1000,2000". */
+static int solver_value(parser *p, yaml_node_t *v, char *buf, size_t cap)
+{
+	if (v->type == YAML_SCALAR_NODE) {
+		snprintf(buf, cap, "%s", text(v));
+		return 0;
+	}
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail_at(p, v, "solver: expected a value, got %s", node_kind(v));
+	size_t used = 0;
+	buf[0] = 0;
+	for (yaml_node_item_t *it = v->data.sequence.items.start;
+	     it < v->data.sequence.items.top; it++) {
+		yaml_node_t *item = node(p, *it);
+		int err = expect_scalar(p, item, "a number");
+		if (err)
+			return err;
+		int k = snprintf(buf + used, cap - used, "%s%s", used ? "," : "", text(item));
+		if (k < 0 || (size_t)k >= cap - used)
+			return fail_at(p, v, "solver: list too long");
+		used += (size_t)k;
+	}
+	return 0;
+}
+
+static int parse_solver(parser *p, yaml_node_t *n)
+{
+	if (n->type != YAML_MAPPING_NODE)
+		return fail_at(p, n, "solver: expected a mapping, got %s", node_kind(n));
+	for (yaml_node_pair_t *pr = n->data.mapping.pairs.start;
+	     pr < n->data.mapping.pairs.top; pr++) {
+		yaml_node_t *k = node(p, pr->key), *v = node(p, pr->value);
+		char value[512];
+		int err = expect_scalar(p, k, "a solver key");
+		if (!err)
+			err = solver_value(p, v, value, sizeof value);
+		if (err)
+			return err;
+		for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < pr; q++)
+			if (strcmp(text(node(p, q->key)), text(k)) == 0)
+				return fail_at(p, k, "solver: duplicate key \"%s\"", text(k));
+		if (sn_solver_config_set(&p->net->solver, text(k), value))
+			return fail_at(p, k, "solver: %s", sn_errdetail());
+	}
+	if (sn_solver_config_check(&p->net->solver))
+		return fail_at(p, n, "solver: %s", sn_errdetail());
+	return 0;
+}
+
+/* ---- layers ------------------------------------------------------------ */
+
+static int find_kind(parser *p, yaml_node_t *n, const sn_layer_kind **kind)
+{
+	int err = expect_scalar(p, n, "a layer kind");
+	if (err)
+		return err;
+	if (!(*kind = sn_layer_kind_find(text(n))))
+		return fail_at(p, n, "unknown layer kind \"%s\"", text(n));
+	return 0;
+}
+
+static int parse_option(parser *p, sn_layer *l, yaml_node_t *k, yaml_node_t *v)
+{
+	int idx = -1;
+	for (int i = 0; i < SN_OPT_COUNT; i++)
+		if (sn_opt_names[i] && strcmp(sn_opt_names[i], text(k)) == 0)
+			idx = i;
+	if (idx < 0)
+		return fail_at(p, k, "unknown option \"%s\" for layer kind %s", text(k),
+			       l->kind->name);
+	if (!(l->kind->options & (1u << idx)))
+		return fail_at(p, k, "layer kind %s takes no option \"%s\"", l->kind->name,
+			       text(k));
+	if (l->opt_set & (1u << idx))
+		return fail_at(p, k, "duplicate option \"%s\"", text(k));
+	int err = parse_number(p, v, text(k), &l->opt[idx]);
+	if (err)
+		return err;
+	l->opt_set |= 1u << idx;
+	return 0;
+}
+
+static int parse_layer_name(parser *p, sn_layer *l, yaml_node_t *v, int *given)
+{
+	int err = expect_scalar(p, v, "a layer name");
+	if (err)
+		return err;
+	if (!valid_name(text(v)) || strlen(text(v)) >= sizeof l->name - 16)
+		return fail_at(p, v, "layer name \"%s\" must be 1 to %zu of A-Z a-z 0-9 _",
+			       text(v), sizeof l->name - 17);
+	strcpy(l->name, text(v));
+	*given = 1;
+	return 0;
+}
+
+static int parse_layer_mapping(parser *p, yaml_node_t *n, sn_layer *l, int *given)
+{
+	yaml_node_pair_t *start = n->data.mapping.pairs.start, *top = n->data.mapping.pairs.top;
+	for (yaml_node_pair_t *pr = start; pr < top; pr++) {
+		yaml_node_t *k = node(p, pr->key);
+		int err = expect_scalar(p, k, "a layer option");
+		if (err)
+			return err;
+		if (strcmp(text(k), "type") == 0) {
+			if (l->kind)
+				return fail_at(p, k, "duplicate key \"type\"");
+			if ((err = find_kind(p, node(p, pr->value), &l->kind)))
+				return err;
+		}
+	}
+	if (!l->kind)
+		return fail_at(p, n, "layer has no type");
+	for (yaml_node_pair_t *pr = start; pr < top; pr++) {
+		yaml_node_t *k = node(p, pr->key), *v = node(p, pr->value);
+		int err = 0;
+		if (strcmp(text(k), "type") == 0)
+			continue;
+		if (strcmp(text(k), "name") == 0)
+			err = *given ? fail_at(p, k, "duplicate key \"name\"")
+				     : parse_layer_name(p, l, v, given);
+		else
+			err = parse_option(p, l, k, v);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int parse_layer(parser *p, yaml_node_t *n, sn_layer *l, int *given)
+{
+	l->line = (int)n->start_mark.line + 1;
+	l->column = (int)n->start_mark.column + 1;
+	if (n->type == YAML_SCALAR_NODE)
+		return find_kind(p, n, &l->kind);
+	if (n->type == YAML_MAPPING_NODE)
+		return parse_layer_mapping(p, n, l, given);
+	return fail_at(p, n, "expected a layer kind or a mapping with type:, got a sequence");
+}
+
+/* conv1, conv2, fc1 ...: a 1-based counter per prefix, in layer order. */
+static int name_layers(parser *p, const int *given)
+{
+	sn_net *net = p->net;
+	for (int i = 0; i < net->nlayers; i++) {
+		sn_layer *l = &net->layers[i];
+		if (given[i])
+			continue;
+		const char *prefix = l->kind->name_prefix ? l->kind->name_prefix : l->kind->name;
+		int count = 1;
+		for (int j = 0; j < i; j++) {
+			const sn_layer_kind *k = net->layers[j].kind;
+			if (!given[j] && strcmp(k->name_prefix ? k->name_prefix : k->name, prefix) == 0)
+				count++;
+		}
+		snprintf(l->name, sizeof l->name, "%.40s%d", prefix, count);
+	}
+	for (int i = 0; i < net->nlayers; i++)
+		for (int j = 0; j < i; j++)
+			if (strcmp(net->layers[i].name, net->layers[j].name) == 0)
+				return fail_at_layer(p, &net->layers[i], SN_ENET,
+					given[i] ? "duplicate layer name \"%s\"" :
+					"default name \"%s\" is already taken; give this layer a name:",
+					net->layers[i].name);
+	return 0;
+}
+
+static int check_loss_placement(parser *p)
+{
+	sn_net *net = p->net;
+	for (int i = 0; i < net->nlayers - 1; i++)
+		if (net->layers[i].kind->is_loss)
+			return fail_at_layer(p, &net->layers[i], SN_ENET,
+					     "loss layer %s must be the last layer",
+					     net->layers[i].kind->name);
+	sn_layer *last = &net->layers[net->nlayers - 1];
+	if (!last->kind->is_loss)
+		return fail_at_layer(p, last, SN_ENET,
+				     "the last layer must be a loss layer, not %s", last->kind->name);
+	return 0;
+}
+
+static int parse_layers(parser *p, yaml_node_t *n)
+{
+	if (n->type != YAML_SEQUENCE_NODE)
+		return fail_at(p, n, "layers: expected a sequence, got %s", node_kind(n));
+	int len = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+	if (len == 0)
+		return fail_at(p, n, "layers: the net has no layers");
+	sn_net *net = p->net;
+	int *given = calloc((size_t)len, sizeof *given);
+	net->layers = calloc((size_t)len, sizeof *net->layers);
+	if (!given || !net->layers) {
+		free(given);
+		return sn_fail(SN_ENOMEM, "out of memory for %d layers", len);
+	}
+	net->nlayers = len;
+	int err = 0;
+	for (int i = 0; i < len && !err; i++)
+		err = parse_layer(p, node(p, n->data.sequence.items.start[i]), &net->layers[i],
+				  &given[i]);
+	if (!err)
+		err = check_loss_placement(p);
+	if (!err)
+		err = name_layers(p, given);
+	free(given);
+	return err;
+}
+
+/* ---- shapes and buffers ------------------------------------------------ */
+
+static int setup_layers(parser *p)
+{
+	sn_net *net = p->net;
+	for (int i = 0; i < net->nlayers; i++) {
+		sn_layer *l = &net->layers[i];
+		l->in = i ? net->layers[i - 1].out : net->input;
+		int err = l->kind->setup(l);
+		if (err) {
+			char detail[400];
+			snprintf(detail, sizeof detail, "%s", sn_errdetail());
+			return fail_at_layer(p, l, err, "%s", detail);
+		}
+		int64_t size = sn_shape_size(&l->out);
+		if ((l->out.ndim != 1 && l->out.ndim != 3) || size < 1 || size > MAX_INPUT_SIZE)
+			return fail_at_layer(p, l, SN_ENET, "%s gives an output of %lld values",
+					     l->kind->name, (long long)size);
+		net->flops_forward += l->flops_forward;
+		net->flops_backward += l->flops_backward;
+	}
+	sn_layer *loss = &net->layers[net->nlayers - 1];
+	if (loss->in.ndim != 1)
+		return fail_at_layer(p, loss, SN_ENET, "loss layer needs a flat [D] input; "
+				     "put a dense layer before it");
+	if (p->classes_node && net->classes != loss->in.d[0])
+		return fail_at(p, p->classes_node, "classes %d does not match the %lld outputs "
+			       "of the last layer", net->classes, (long long)loss->in.d[0]);
+	net->classes = (int)loss->in.d[0];
+	return 0;
+}
+
+/* The element count of a descriptor, refusing shapes that do not add up. */
+static int64_t desc_numel(const sn_param_desc *d)
+{
+	int64_t n = 1;
+	if (d->ndim < 1 || d->ndim > 4)
+		return -1;
+	for (int i = 0; i < d->ndim; i++)
+		if (d->shape[i] < 1 || __builtin_mul_overflow(n, d->shape[i], &n))
+			return -1;
+	return n == d->numel ? n : -1;
+}
+
+static int count_params(parser *p, int64_t *ntrain, int64_t *nbuf, int *nviews)
+{
+	sn_net *net = p->net;
+	*ntrain = *nbuf = 0;
+	*nviews = 0;
+	for (int i = 0; i < net->nlayers; i++) {
+		sn_layer *l = &net->layers[i];
+		for (int j = 0; j < l->nparams; j++) {
+			int64_t n = desc_numel(&l->params[j]);
+			if (n < 0)
+				return fail_at_layer(p, l, SN_ENET, "tensor %s has an invalid shape",
+						     l->params[j].suffix);
+			*(l->params[j].trainable ? ntrain : nbuf) += n;
+			if (*ntrain > MAX_PARAMS || *nbuf > MAX_PARAMS)
+				return fail_at_layer(p, l, SN_ENET, "the net has more than %lld "
+						     "parameters", (long long)MAX_PARAMS);
+			(*nviews)++;
+		}
+	}
+	return 0;
+}
+
+static void add_views(sn_net *net, int trainable, size_t *off)
+{
+	float *base = trainable ? net->param : net->buffer;
+	for (int i = 0; i < net->nlayers; i++) {
+		sn_layer *l = &net->layers[i];
+		for (int j = 0; j < l->nparams; j++) {
+			sn_param_desc *d = &l->params[j];
+			if (!d->trainable != !trainable)
+				continue;
+			sn_param_view *v = &net->views[net->nviews++];
+			snprintf(v->name, sizeof v->name, "%s.%s", l->name, d->suffix);
+			v->ndim = d->ndim;
+			memcpy(v->shape, d->shape, sizeof v->shape);
+			v->numel = d->numel;
+			v->trainable = trainable;
+			v->data = base + *off;
+			v->grad = trainable ? net->grad + *off : NULL;
+			v->layer = l;
+			v->index = j;
+			l->w[j] = v->data;
+			l->dw[j] = v->grad;
+			*off += (size_t)d->numel;
+		}
+	}
+}
+
+static int lay_out_buffers(parser *p)
+{
+	sn_net *net = p->net;
+	int64_t ntrain, nbuf;
+	int nviews, err;
+	if ((err = count_params(p, &ntrain, &nbuf, &nviews)))
+		return err;
+	net->nparam = (size_t)ntrain;
+	net->nbuffer = (size_t)nbuf;
+	/* +1: calloc(0) may return NULL, and an all-buffer net is legal */
+	net->views = calloc((size_t)nviews + 1, sizeof *net->views);
+	net->param = calloc(net->nparam + 1, sizeof(float));
+	net->grad = calloc(net->nparam + 1, sizeof(float));
+	net->buffer = calloc(net->nbuffer + 1, sizeof(float));
+	if (!net->views || !net->param || !net->grad || !net->buffer)
+		return sn_fail(SN_ENOMEM, "out of memory for %lld parameters",
+			       (long long)(ntrain + nbuf));
+	size_t off = 0;
+	add_views(net, 1, &off);
+	off = 0;
+	add_views(net, 0, &off);
+	return 0;
+}
+
+/* ---- the document ------------------------------------------------------ */
+
+static int parse_root(parser *p, yaml_node_t *root)
+{
+	static const char *const keys[] = {"name", "input", "classes", "layers", "solver"};
+	yaml_node_t *seen[5] = {0};
+	if (root->type != YAML_MAPPING_NODE)
+		return fail_at(p, root, "expected a mapping with name, input and layers");
+	for (yaml_node_pair_t *pr = root->data.mapping.pairs.start;
+	     pr < root->data.mapping.pairs.top; pr++) {
+		yaml_node_t *k = node(p, pr->key), *v = node(p, pr->value);
+		int i, err = expect_scalar(p, k, "a key");
+		if (err)
+			return err;
+		for (i = 0; i < 5 && strcmp(keys[i], text(k)) != 0; i++)
+			;
+		if (i == 5)
+			return fail_at(p, k, "unknown key \"%s\" (expected name, input, classes, "
+				       "layers or solver)", text(k));
+		if (seen[i])
+			return fail_at(p, k, "duplicate key \"%s\"", text(k));
+		seen[i] = v;
+	}
+	int err = 0;
+	int64_t classes;
+	if (!seen[1])
+		return fail_at(p, root, "missing input");
+	if (!seen[3])
+		return fail_at(p, root, "missing layers");
+	if (seen[0] && (err = parse_net_name(p, seen[0])))
+		return err;
+	if ((err = parse_input(p, seen[1])))
+		return err;
+	if (seen[2]) {
+		if ((err = parse_count(p, seen[2], "classes", &classes)))
+			return err;
+		p->net->classes = (int)classes;
+		p->classes_node = seen[2];
+	}
+	if (seen[4] && (err = parse_solver(p, seen[4])))
+		return err;
+	if ((err = parse_layers(p, seen[3])) || (err = setup_layers(p)))
+		return err;
+	return lay_out_buffers(p);
+}
+
+static int yaml_error(const yaml_parser_t *y, const char *source)
+{
+	yaml_mark_t m = y->problem_mark;
+	const char *problem = y->problem ? y->problem : "invalid YAML";
+	if (y->error == YAML_MEMORY_ERROR)
+		return sn_fail(SN_ENOMEM, "out of memory parsing YAML");
+	if (y->context)
+		return sn_fail(SN_ENET, "%s:%zu:%zu: %s %s", source, m.line + 1, m.column + 1,
+			       problem, y->context);
+	return sn_fail(SN_ENET, "%s:%zu:%zu: %s", source, m.line + 1, m.column + 1, problem);
+}
+
+/* "examples/nets/lenet.yaml" -> "lenet": the name of a net without name:. */
+static char *default_name(const char *source)
+{
+	const char *base = strrchr(source, '/');
+	base = base ? base + 1 : source;
+	size_t len = strcspn(base, ".");
+	if (len == 0 || *base == '<')
+		return strdup("net");
+	return strndup(base, len);
+}
+
+static int load_document(parser *p, const char *yaml, size_t len)
+{
+	yaml_parser_t y;
+	yaml_document_t extra;
+	int err = 0;
+	if (!yaml_parser_initialize(&y))
+		return sn_fail(SN_ENOMEM, "out of memory");
+	yaml_parser_set_input_string(&y, (const unsigned char *)yaml, len);
+	if (!yaml_parser_load(&y, &p->doc)) {
+		err = yaml_error(&y, p->source);
+		goto out;
+	}
+	yaml_node_t *root = yaml_document_get_root_node(&p->doc);
+	if (!root) {
+		err = sn_fail(SN_ENET, "%s:1:1: empty net definition", p->source);
+		goto out_doc;
+	}
+	if (!yaml_parser_load(&y, &extra)) {
+		err = yaml_error(&y, p->source);
+		goto out_doc;
+	}
+	if (yaml_document_get_root_node(&extra))
+		err = sn_fail(SN_ENET, "%s:%zu:%zu: more than one YAML document", p->source,
+			      extra.start_mark.line + 1, extra.start_mark.column + 1);
+	yaml_document_delete(&extra);
+	if (!err)
+		goto out;
+out_doc:
+	yaml_document_delete(&p->doc);
+out:
+	yaml_parser_delete(&y);
+	return err;
+}
+
+int sn_net_parse(const char *yaml, size_t len, const char *source, sn_net *net)
+{
+	parser p = {.source = source ? source : "<net>", .net = net};
+	memset(net, 0, sizeof *net);
+	sn_solver_config_default(&net->solver);
+	if (!(net->yaml = strndup(yaml, len)) || !(net->name = default_name(p.source))) {
+		sn_net_free(net);
+		return sn_fail(SN_ENOMEM, "out of memory");
+	}
+	if (strlen(net->yaml) != len) {
+		sn_net_free(net);
+		return sn_fail(SN_ENET, "%s: the net definition contains a NUL byte", p.source);
+	}
+	int err = load_document(&p, yaml, len);
+	if (err) {
+		sn_net_free(net);
+		return err;
+	}
+	err = parse_root(&p, yaml_document_get_root_node(&p.doc));
+	yaml_document_delete(&p.doc);
+	if (err)
+		sn_net_free(net);
+	return err;
+}
+
+static int read_all(FILE *f, char **out, size_t *len)
+{
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap);
+	if (!buf)
+		return sn_fail(SN_ENOMEM, "out of memory");
+	for (;;) {
+		if (n == cap) {
+			char *grown = cap >= MAX_YAML_BYTES ? NULL : realloc(buf, cap * 2);
+			if (!grown) {
+				free(buf);
+				return cap >= MAX_YAML_BYTES
+					? sn_fail(SN_EFORMAT, "net definition larger than %u bytes",
+						  MAX_YAML_BYTES)
+					: sn_fail(SN_ENOMEM, "out of memory");
+			}
+			buf = grown;
+			cap *= 2;
+		}
+		size_t k = fread(buf + n, 1, cap - n, f);
+		n += k;
+		if (k == 0)
+			break;
+	}
+	if (ferror(f)) {
+		free(buf);
+		return sn_fail(SN_EIO, "read failed: %s", strerror(errno));
+	}
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+int sn_net_load(const char *path, sn_net *net)
+{
+	int is_stdin = strcmp(path, "-") == 0;
+	memset(net, 0, sizeof *net);
+	FILE *f = is_stdin ? stdin : fopen(path, "rb");
+	if (!f)
+		return sn_fail(SN_EIO, "%s", strerror(errno));
+	char *text = NULL;
+	size_t len = 0;
+	int err = read_all(f, &text, &len);
+	if (!is_stdin)
+		fclose(f);
+	if (err)
+		return err;
+	err = sn_net_parse(text, len, is_stdin ? "<stdin>" : path, net);
+	free(text);
+	return err;
+}
+
+void sn_net_free(sn_net *net)
+{
+	if (!net)
+		return;
+	free(net->name);
+	free(net->yaml);
+	free(net->layers);
+	free(net->views);
+	free(net->param);
+	free(net->grad);
+	free(net->buffer);
+	memset(net, 0, sizeof *net);
+}
+
+sn_param_view *sn_net_find(const sn_net *net, const char *name)
+{
+	for (int i = 0; i < net->nviews; i++)
+		if (strcmp(net->views[i].name, name) == 0)
+			return &net->views[i];
+	return NULL;
+}
+
+/* ---- initialisation ---------------------------------------------------- */
+
+enum init_method { INIT_HE, INIT_XAVIER, INIT_GAUSSIAN };
+
+static void init_view(sn_param_view *v, enum init_method m, double std, sn_rng *r)
+{
+	const sn_param_desc *d = &v->layer->params[v->index];
+	if (d->init != SN_INIT_FAN) {
+		float x = d->init == SN_INIT_ONE ? 1.0f : 0.0f;
+		for (int64_t i = 0; i < v->numel; i++)
+			v->data[i] = x;
+		return;
+	}
+	if (m == INIT_XAVIER) {
+		double a = sqrt(6.0 / (double)(d->fan_in + d->fan_out));
+		for (int64_t i = 0; i < v->numel; i++)
+			v->data[i] = (float)(a * (2.0 * sn_rng_uniform_double(r) - 1.0));
+		return;
+	}
+	double s = m == INIT_HE ? sqrt(2.0 / (double)d->fan_in) : std;
+	for (int64_t i = 0; i < v->numel; i++)
+		v->data[i] = (float)(s * sn_rng_normal(r));
+}
+
+int sn_net_init_weights(sn_net *net, const char *method, double std, uint64_t seed)
+{
+	enum init_method m;
+	if (strcmp(method, "he") == 0)
+		m = INIT_HE;
+	else if (strcmp(method, "xavier") == 0)
+		m = INIT_XAVIER;
+	else if (strcmp(method, "gaussian") == 0)
+		m = INIT_GAUSSIAN;
+	else
+		return sn_fail(SN_EINVAL, "unknown init method \"%s\" "
+			       "(expected he, xavier or gaussian)", method);
+	if (m == INIT_GAUSSIAN && !(std > 0 && isfinite(std)))
+		return sn_fail(SN_EINVAL, "gaussian init needs a positive std (got %g)", std);
+	for (int i = 0; i < net->nviews; i++) {
+		const sn_param_desc *d = &net->views[i].layer->params[net->views[i].index];
+		if (d->init == SN_INIT_FAN && (d->fan_in < 1 || d->fan_out < 1))
+			return sn_fail(SN_ENET, "%s has no fan-in/fan-out to scale by",
+				       net->views[i].name);
+	}
+	sn_rng r;
+	sn_rng_seed(&r, seed);
+	for (int i = 0; i < net->nviews; i++)
+		init_view(&net->views[i], m, std, &r);
+	return 0;
+}
+
+/* ---- weight files ------------------------------------------------------ */
+
+static int check_tensor(const sn_param_view *v, const sn_tensor *t)
+{
+	char want[96], got[96];
+	if (!t)
+		return sn_fail(SN_EMISMATCH, "tensor \"%s\" is missing", v->name);
+	if (t->dtype != SN_F32)
+		return sn_fail(SN_EMISMATCH, "tensor \"%s\" is %s, expected F32", v->name,
+			       sn_dtype_name(t->dtype));
+	int same = t->ndim == v->ndim;
+	for (int d = 0; same && d < v->ndim; d++)
+		same = t->shape[d] == v->shape[d];
+	if (!same)
+		return sn_fail(SN_EMISMATCH, "tensor \"%s\" has shape %s, the net needs %s",
+			       v->name, sn_shape_format(t->ndim, t->shape, got, sizeof got),
+			       sn_shape_format(v->ndim, v->shape, want, sizeof want));
+	return 0;
+}
+
+int sn_net_load_weights(sn_net *net, const sn_st *st)
+{
+	/* Check everything first, so a mismatch leaves the net untouched. */
+	for (int i = 0; i < net->nviews; i++) {
+		int err = check_tensor(&net->views[i], sn_st_find(st, net->views[i].name));
+		if (err)
+			return err;
+	}
+	for (int i = 0; i < st->ntensors; i++)
+		if (!sn_net_find(net, st->tensors[i].name))
+			return sn_fail(SN_EMISMATCH, "tensor \"%s\" is not in the net",
+				       st->tensors[i].name);
+	for (int i = 0; i < net->nviews; i++) {
+		const sn_tensor *t = sn_st_find(st, net->views[i].name);
+		memcpy(net->views[i].data, t->data, (size_t)net->views[i].numel * sizeof(float));
+	}
+	return 0;
+}
+
+static int copy_meta(const sn_st *st, sn_st *out)
+{
+	sn_st_init(out);
+	for (int i = 0; i < st->nmeta; i++) {
+		int err = sn_st_set_meta(out, st->meta[i].key, st->meta[i].value);
+		if (err) {
+			sn_st_free(out);
+			return err;
+		}
+	}
+	return 0;
+}
+
+int sn_net_from_weights(const char *path, sn_net *net, sn_st *meta_out)
+{
+	sn_st st;
+	memset(net, 0, sizeof *net);
+	int err = sn_st_read(path, &st, 0);
+	if (err)
+		return err;
+	const char *format = sn_st_meta(&st, "format");
+	const char *yaml = sn_st_meta(&st, "net");
+	if (!format || strcmp(format, "sn.weights.v1") != 0) {
+		err = sn_fail(SN_EFORMAT, "not a weights file (format \"%s\", expected "
+			      "\"sn.weights.v1\")", format ? format : "");
+		goto out;
+	}
+	if (!yaml) {
+		err = sn_fail(SN_EFORMAT, "weights file without a \"net\" definition");
+		goto out;
+	}
+	if ((err = sn_net_parse(yaml, strlen(yaml), "net", net)))
+		goto out;
+	if ((err = sn_net_load_weights(net, &st)))
+		goto out_net;
+	if (meta_out && (err = copy_meta(&st, meta_out)))
+		goto out_net;
+	goto out;
+out_net:
+	sn_net_free(net);
+out:
+	sn_st_free(&st);
+	return err;
+}
+
+int sn_net_to_st(const sn_net *net, sn_st *st)
+{
+	int err;
+	for (int i = 0; i < net->nviews; i++) {
+		const sn_param_view *v = &net->views[i];
+		if ((err = sn_st_add(st, v->name, SN_F32, v->ndim, v->shape, v->data, 0)))
+			return err;
+	}
+	if ((err = sn_st_set_meta(st, "format", "sn.weights.v1")))
+		return err;
+	return sn_st_set_meta(st, "net", net->yaml);
+}
