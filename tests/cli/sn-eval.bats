@@ -1,0 +1,204 @@
+#!/usr/bin/env bats
+# sn-eval: loss, accuracy, top-k, per-class accuracy, confusion matrix and
+# per-example predictions of a weights file on data files.
+load helper
+
+setup_file() {
+	# numpy may live only in Debian's python, not in one earlier on PATH
+	for p in /usr/bin/python3 python3; do
+		if "$p" -c 'import numpy' 2>/dev/null; then export PY=$p; break; fi
+	done
+	export REF=$BATS_TEST_DIRNAME/torch_reference.py
+	export D=$BATS_FILE_TMPDIR
+	"$PY" "$REF" data "$D/train.safetensors" --fmnist train --limit 2000
+	"$PY" "$REF" data "$D/test.safetensors" --fmnist t10k --limit 300 \
+		--stats-from "$D/train.safetensors"
+	"$PY" "$REF" data "$D/more.safetensors" --fmnist t10k --limit 100 --offset 300 \
+		--stats-from "$D/train.safetensors"
+	"$PY" "$REF" data "$D/rgb.safetensors" --random 20 --shape 3,32,32
+	"$PY" "$REF" data "$D/twelve.safetensors" --random 50 --shape 1,28,28 --classes 12
+	sn-init "$NETS/mlp.yaml" -o "$D/init.safetensors" --seed 1
+	sn-sgd -w "$D/init.safetensors" -d "$D/train.safetensors" -o "$D/mlp.safetensors" \
+		--iters 150
+}
+
+check_json() {   # check_json FILE PYTHON-ASSERTIONS (j is the report)
+	"$PY" -c "import json; j = json.load(open('$1')); $2"
+}
+
+@test "sn-eval --help prints the usage on stdout and exits 0" {
+	run sn-eval --help
+	[ "$status" -eq 0 ]
+	[[ "$output" == Usage:\ sn-eval* ]]
+	[[ "$output" == *--predictions* ]]
+}
+
+@test "sn-eval --version prints the version" {
+	run sn-eval --version
+	[ "$status" -eq 0 ]
+	[[ "$output" == "sn-eval (sn) "* ]]
+}
+
+@test "sn-eval prints examples, loss, accuracy and top-5 accuracy" {
+	run sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors"
+	[ "$status" -eq 0 ]
+	[[ "${lines[0]}" =~ ^examples\ +300$ ]]
+	[[ "${lines[1]}" =~ ^loss\ +[0-9.]+$ ]]
+	[[ "${lines[2]}" =~ ^accuracy\ +[0-9.]+%\ \([0-9]+/300\)$ ]]
+	[[ "${lines[3]}" =~ ^top-5\ +[0-9.]+%$ ]]
+}
+
+@test "sn-eval --json reports totals, per-class accuracy and a confusion matrix summing to N" {
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json >r.json
+	check_json r.json '
+n = j["examples"]; c = j["confusion"]
+assert n == 300 and j["top_k"] == 5
+assert sum(map(sum, c)) == n and len(c) == 10 and all(len(r) == 10 for r in c)
+assert sum(c[i][i] for i in range(10)) == j["correct"]
+assert abs(j["accuracy"] - j["correct"] / n) < 1e-9
+assert j["correct_top_k"] >= j["correct"]
+assert 0 < j["loss"] < 3
+pc = j["per_class"]
+assert [p["class"] for p in pc] == list(range(10)) and pc[9]["name"] == "Ankle boot"
+assert sum(p["examples"] for p in pc) == n
+assert all(p["examples"] == sum(c[p["class"]]) for p in pc)
+assert j["data"][0].endswith("test.safetensors")'
+}
+
+@test "sn-eval of trained weights beats chance by far; of initial weights it does not" {
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json >trained.json
+	sn-eval -w "$D/init.safetensors" -d "$D/test.safetensors" --json >init.json
+	check_json trained.json 'assert j["accuracy"] > 0.6, j["accuracy"]'
+	check_json init.json 'assert j["accuracy"] < 0.4, j["accuracy"]'
+}
+
+@test "sn-eval adds up several data files" {
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" -d "$D/more.safetensors" \
+		--json >both.json
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json >a.json
+	sn-eval -w "$D/mlp.safetensors" -d "$D/more.safetensors" --json >b.json
+	"$PY" - <<-'EOF'
+	import json
+	ab, a, b = (json.load(open(f)) for f in ("both.json", "a.json", "b.json"))
+	assert ab["examples"] == 400 and ab["correct"] == a["correct"] + b["correct"]
+	assert abs(ab["loss"] * 400 - a["loss"] * 300 - b["loss"] * 100) < 1e-3
+	assert len(ab["data"]) == 2
+	EOF
+}
+
+@test "sn-eval gives the same totals whatever the --batch" {
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json >a.json
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json --batch 7 >b.json
+	"$PY" - <<-'EOF'
+	import json
+	a, b = json.load(open("a.json")), json.load(open("b.json"))
+	assert a["confusion"] == b["confusion"] and a["correct_top_k"] == b["correct_top_k"]
+	assert abs(a["loss"] - b["loss"]) < 1e-5
+	EOF
+}
+
+@test "sn-eval --top-k 1 equals top-1 accuracy and --top-k 10 is always right" {
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json --top-k 1 >one.json
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json --top-k 50 >all.json
+	check_json one.json 'assert j["correct_top_k"] == j["correct"] and j["top_k"] == 1'
+	check_json all.json 'assert j["top_k_accuracy"] == 1.0 and j["top_k"] == 10'
+}
+
+@test "sn-eval --per-class lists each class with its name" {
+	run sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --per-class
+	[ "$status" -eq 0 ]
+	[[ "$output" == *class*name*examples*correct*accuracy* ]]
+	[[ "$output" == *"9  Ankle boot  "* ]]
+	[ "$(grep -c '^[0-9]  ' <<<"$output")" -eq 10 ]
+}
+
+@test "sn-eval --confusion prints a 10x10 matrix" {
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --confusion --tsv >r.tsv
+	"$PY" - <<-'EOF'
+	blocks = open("r.tsv").read().strip().split("\n\n")
+	head, rows = blocks[1].split("\n")[0], blocks[1].split("\n")[1:]
+	assert head.split("\t")[1:] == [str(i) for i in range(10)], head
+	assert len(rows) == 10
+	assert sum(int(v) for r in rows for v in r.split("\t")[1:]) == 300
+	EOF
+}
+
+@test "sn-eval --tsv prints a header and one row" {
+	run sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --tsv
+	[ "$status" -eq 0 ]
+	[ "${lines[0]}" = "$(printf 'examples\tloss\taccuracy\ttop_k\ttop_k_accuracy')" ]
+	[[ "${lines[1]}" == 300$'\t'* ]]
+	[ "${#lines[@]}" -eq 2 ]
+}
+
+@test "sn-eval --predictions writes one line per example after a header" {
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" -d "$D/more.safetensors" \
+		--predictions p.tsv --json >r.json
+	[ "$(wc -l <p.tsv)" -eq 401 ]
+	[ "$(head -1 p.tsv)" = "$(printf 'index\tlabel\tpredicted\tprobability')" ]
+	"$PY" - <<-'EOF'
+	import json
+	j = json.load(open("r.json"))
+	rows = [l.split("\t") for l in open("p.tsv").read().split("\n")[1:-1]]
+	assert [int(r[0]) for r in rows] == list(range(400))
+	assert sum(r[1] == r[2] for r in rows) == j["correct"]
+	assert all(0.1 <= float(r[3]) <= 1 for r in rows)
+	EOF
+	[ -z "$(ls -A | grep -v -e '^p.tsv$' -e '^r.json$')" ]
+}
+
+@test "sn-eval --predictions - writes predictions on stdout and the report on stderr" {
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --predictions - \
+		>p.tsv 2>report.txt
+	[ "$(wc -l <p.tsv)" -eq 301 ]
+	grep -q '^accuracy' report.txt
+}
+
+@test "sn-eval names a missing data file and exits 1" {
+	run sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" -d missing.safetensors
+	[ "$status" -eq 1 ]
+	assert_one_line_error missing.safetensors
+}
+
+@test "sn-eval names a corrupt weights file and exits 1" {
+	head -c 300 "$D/mlp.safetensors" >w.safetensors
+	run sn-eval -w w.safetensors -d "$D/test.safetensors"
+	[ "$status" -eq 1 ]
+	assert_one_line_error w.safetensors
+}
+
+@test "sn-eval refuses data of another shape, naming both shapes" {
+	run sn-eval -w "$D/mlp.safetensors" -d "$D/rgb.safetensors"
+	[ "$status" -eq 1 ]
+	assert_one_line_error "$D/rgb.safetensors"
+	[[ "$output" == *"[3,32,32]"*"[1,28,28]"* ]]
+}
+
+@test "sn-eval refuses labels beyond the net's classes" {
+	run sn-eval -w "$D/mlp.safetensors" -d "$D/twelve.safetensors"
+	[ "$status" -eq 1 ]
+	assert_one_line_error "$D/twelve.safetensors"
+}
+
+@test "sn-eval with an unwritable --predictions exits 1 and leaves nothing" {
+	touch file
+	run sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --predictions file/p.tsv
+	[ "$status" -eq 1 ]
+	assert_one_line_error file/p.tsv
+	[ "$(ls -A)" = file ]
+}
+
+@test "sn-eval rejects bad usage with exit 2" {
+	w=(-w "$D/mlp.safetensors" -d "$D/test.safetensors")
+	for bad in "--batch 0" "--top-k 0" "--top-k x" "--threads 0" "--tsv --json" \
+		"--json --predictions -" "--bogus" "extra"; do
+		# shellcheck disable=SC2086
+		run sn-eval "${w[@]}" $bad
+		echo "$bad -> $status: $output"
+		[ "$status" -eq 2 ]
+	done
+	run sn-eval -w "$D/mlp.safetensors"
+	[ "$status" -eq 2 ]
+	run sn-eval -d "$D/test.safetensors"
+	[ "$status" -eq 2 ]
+}

@@ -1,0 +1,298 @@
+#!/usr/bin/env bats
+# sn-sgd: minibatch SGD on one shard, resumable through a state file.
+load helper
+
+setup_file() {
+	# numpy may live only in Debian's python, not in one earlier on PATH
+	for p in /usr/bin/python3 python3; do
+		if "$p" -c 'import numpy' 2>/dev/null; then export PY=$p; break; fi
+	done
+	export REF=$BATS_TEST_DIRNAME/torch_reference.py
+	export D=$BATS_FILE_TMPDIR
+	"$PY" "$REF" data "$D/train.safetensors" --fmnist train --limit 2000
+	"$PY" "$REF" data "$D/rgb.safetensors" --random 50 --shape 3,32,32
+	"$PY" "$REF" data "$D/twelve.safetensors" --random 50 --shape 1,28,28 --classes 12
+	sn-init "$NETS/mlp.yaml" -o "$D/mlp.safetensors" --seed 1
+	sn-init "$NETS/lenet.yaml" -o "$D/lenet.safetensors" --seed 1
+}
+
+meta() { "$PY" "$REF" meta "$1" "$2"; }
+same() { "$PY" "$REF" same "$1" "$2"; }
+json_field() { "$PY" -c "import json,sys; print(json.load(open('$1'))['$2'])"; }
+
+@test "sn-sgd --help prints the usage on stdout and exits 0" {
+	run sn-sgd --help
+	[ "$status" -eq 0 ]
+	[[ "$output" == Usage:\ sn-sgd* ]]
+	[[ "$output" == *--time-limit* ]]
+}
+
+@test "sn-sgd --version prints the version" {
+	run sn-sgd --version
+	[ "$status" -eq 0 ]
+	[[ "$output" == "sn-sgd (sn) "* ]]
+}
+
+@test "sn-sgd writes weights with steps, examples, loss, seconds and round" {
+	sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+		--iters 5 --batch 32
+	[ "$(meta out.safetensors format)" = sn.weights.v1 ]
+	[ "$(meta out.safetensors steps)" = 5 ]
+	[ "$(meta out.safetensors examples)" = 160 ]
+	[ "$(meta out.safetensors round)" = 0 ]
+	[ "$(meta out.safetensors net)" = "$(meta "$D/lenet.safetensors" net)" ]
+	"$PY" -c "import math,sys; l=float(sys.argv[1]); assert 0 < l < 5 and math.isfinite(l)" \
+		"$(meta out.safetensors loss)"
+	meta out.safetensors seconds | grep -Eq '^[0-9]+\.[0-9]+$'
+	! same "$D/lenet.safetensors" out.safetensors
+}
+
+@test "sn-sgd continues the step count of its input weights" {
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o a.safetensors --iters 3
+	sn-sgd -w a.safetensors -d "$D/train.safetensors" -o b.safetensors --iters 4
+	[ "$(meta b.safetensors steps)" = 7 ]
+}
+
+@test "sn-sgd lowers the training loss over a few hundred steps on Fashion-MNIST" {
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o a.safetensors \
+		--iters 20 --state s.safetensors
+	sn-sgd -w a.safetensors -d "$D/train.safetensors" -o b.safetensors \
+		--iters 200 --state s.safetensors
+	sn-sgd -w b.safetensors -d "$D/train.safetensors" -o c.safetensors \
+		--iters 60 --state s.safetensors
+	first=$(meta a.safetensors loss) last=$(meta c.safetensors loss)
+	echo "loss $first -> $last"
+	"$PY" -c "import sys; a,b=map(float,sys.argv[1:]); assert b < 0.6*a" "$first" "$last"
+}
+
+@test "three runs of 10 steps with a state file equal one run of 30, bit for bit" {
+	w=$D/lenet.safetensors
+	for r in 0 1 2; do
+		sn-sgd -w "$w" -d "$D/train.safetensors" -o "r$r.safetensors" --iters 10 \
+			--batch 48 --state state.safetensors --seed 7
+		w=r$r.safetensors
+	done
+	sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o long.safetensors \
+		--iters 30 --batch 48 --state long-state.safetensors --seed 7
+	same r2.safetensors long.safetensors
+	same state.safetensors long-state.safetensors
+	[ "$(meta state.safetensors format)" = sn.state.v1 ]
+	[ "$(meta state.safetensors solver)" = "$(meta long-state.safetensors solver)" ]
+	[ "$(meta state.safetensors step)" = 30 ]
+	# 30 batches of 48 = 1440 of 2000 examples: still in epoch 0
+	[ "$(meta state.safetensors epoch)" = 0 ]
+	[ "$(meta state.safetensors cursor)" = 1440 ]
+}
+
+@test "sn-sgd without a state file starts the data order afresh each run" {
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o a.safetensors --iters 2
+	sn-sgd -w a.safetensors -d "$D/train.safetensors" -o b.safetensors --iters 2
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o c.safetensors --iters 2 \
+		--state s.safetensors
+	sn-sgd -w c.safetensors -d "$D/train.safetensors" -o d.safetensors --iters 2 \
+		--state s.safetensors
+	same a.safetensors c.safetensors
+	! same b.safetensors d.safetensors
+}
+
+@test "sn-sgd --seed changes the data order; the same seed gives the same weights" {
+	for s in 1 1 2; do
+		sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o "s$s-$RANDOM.safetensors" \
+			--iters 3 --seed $s
+	done
+	a=(s1-*.safetensors)
+	same "${a[0]}" "${a[1]}"
+	! same "${a[0]}" s2-*.safetensors
+}
+
+@test "sn-sgd --time-limit 1 stops a million-step run after about a second" {
+	SECONDS=0
+	sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+		--iters 1000000 --time-limit 1 --json >summary.json
+	[ "$SECONDS" -lt 6 ]
+	steps=$(json_field summary.json steps)
+	[ "$steps" -ge 1 ] && [ "$steps" -lt 1000000 ]
+	[ "$(meta out.safetensors steps)" = "$steps" ]
+}
+
+@test "sn-sgd --json reports steps, examples, loss, seconds and images per second" {
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+		--iters 4 --batch 16 --json >summary.json
+	"$PY" - <<-'EOF'
+	import json
+	j = json.load(open("summary.json"))
+	assert j["steps"] == 4 and j["examples"] == 64, j
+	assert j["loss"] > 0 and j["seconds"] > 0 and j["images_per_s"] > 0, j
+	assert "profile" not in j
+	EOF
+}
+
+@test "sn-sgd --profile --json adds a per-layer table" {
+	sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+		--iters 3 --profile --json >summary.json
+	"$PY" - <<-'EOF'
+	import json
+	p = json.load(open("summary.json"))["profile"]
+	assert [r["kind"] for r in p][:2] == ["conv", "maxpool"], p
+	assert abs(sum(r["share"] for r in p) - 100) < 0.5, p
+	conv = p[0]
+	assert conv["forward_ms"] > 0 and conv["backward_ms"] > 0 and conv["gflops"] > 0, conv
+	EOF
+}
+
+@test "sn-sgd --profile prints the per-layer table on stderr" {
+	run sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+		--iters 2 --profile
+	[ "$status" -eq 0 ]
+	[[ "${lines[0]}" == layer*kind*forward\ ms*backward\ ms*share*GFLOP/s ]]
+	[[ "$output" == *conv1*conv* ]]
+}
+
+@test "sn-sgd -o - writes the weights to stdout" {
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o - --iters 2 >out.safetensors
+	[ "$(meta out.safetensors steps)" = 2 ]
+}
+
+@test "sn-sgd --threads 2 trains too" {
+	sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+		--iters 3 --threads 2
+	[ "$(meta out.safetensors steps)" = 3 ]
+}
+
+@test "sn-sgd --solver adam keeps two moments per weight in its state" {
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+		--iters 2 --solver adam --lr 0.001 --state s.safetensors
+	[ "$(meta s.safetensors solver)" = adam ]
+	"$PY" - <<-EOF
+	import sys; sys.path.insert(0, "$BATS_TEST_DIRNAME")
+	import torch_reference as r
+	t, m = r.read_st("s.safetensors")
+	w = r.read_st("out.safetensors")[0]
+	for k in w:
+	    assert t[k + ".m1"].shape == w[k].shape and t[k + ".m2"].shape == w[k].shape, k
+	assert len(t) == 2 * len(w)
+	EOF
+}
+
+@test "sn-sgd --lr, --momentum and --weight-decay change the result" {
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o a.safetensors --iters 2
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o b.safetensors --iters 2 --lr 0.1
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o c.safetensors --iters 2 \
+		--momentum 0.5
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o d.safetensors --iters 2 \
+		--weight-decay 0.1
+	! same a.safetensors b.safetensors
+	! same a.safetensors c.safetensors
+	! same a.safetensors d.safetensors
+}
+
+@test "sn-sgd refuses a state file written for another solver" {
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o a.safetensors \
+		--iters 1 --solver adam --lr 0.001 --state s.safetensors
+	run sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o b.safetensors \
+		--iters 1 --solver sgd --state s.safetensors
+	[ "$status" -eq 1 ]
+	assert_one_line_error s.safetensors
+	[[ "$output" == *adam* ]]
+	[ ! -e b.safetensors ]
+}
+
+@test "sn-sgd refuses a state file for another net" {
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o a.safetensors \
+		--iters 1 --state s.safetensors
+	run sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o b.safetensors \
+		--iters 1 --state s.safetensors
+	[ "$status" -eq 1 ]
+	assert_one_line_error s.safetensors
+	[ ! -e b.safetensors ]
+}
+
+@test "sn-sgd refuses a corrupt state file" {
+	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o a.safetensors \
+		--iters 1 --state s.safetensors
+	size=$(stat -c %s s.safetensors)
+	printf '\x01' | dd of=s.safetensors bs=1 seek=$((size - 3)) conv=notrunc status=none
+	run sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o b.safetensors \
+		--iters 1 --state s.safetensors
+	[ "$status" -eq 1 ]
+	assert_one_line_error s.safetensors
+	head -c 100 "$D/train.safetensors" >cut.safetensors
+	run sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o b.safetensors \
+		--iters 1 --state cut.safetensors
+	[ "$status" -eq 1 ]
+	assert_one_line_error cut.safetensors
+	[ ! -e b.safetensors ]
+}
+
+@test "sn-sgd names a missing shard and exits 1" {
+	run sn-sgd -w "$D/mlp.safetensors" -d missing.safetensors -o out.safetensors
+	[ "$status" -eq 1 ]
+	assert_one_line_error missing.safetensors
+	[ ! -e out.safetensors ]
+}
+
+@test "sn-sgd names a corrupt weights file and exits 1" {
+	head -c 200 "$D/mlp.safetensors" >w.safetensors
+	run sn-sgd -w w.safetensors -d "$D/train.safetensors" -o out.safetensors
+	[ "$status" -eq 1 ]
+	assert_one_line_error w.safetensors
+	run sn-sgd -w "$D/train.safetensors" -d "$D/train.safetensors" -o out.safetensors
+	[ "$status" -eq 1 ]
+	[ ! -e out.safetensors ]
+}
+
+@test "sn-sgd refuses a shard whose example shape differs from the net input, naming both" {
+	run sn-sgd -w "$D/lenet.safetensors" -d "$D/rgb.safetensors" -o out.safetensors
+	[ "$status" -eq 1 ]
+	assert_one_line_error "$D/rgb.safetensors"
+	[[ "$output" == *"example shape [3,32,32] does not match net input [1,28,28]" ]]
+	[ ! -e out.safetensors ]
+}
+
+@test "sn-sgd refuses labels beyond the net's classes" {
+	run sn-sgd -w "$D/lenet.safetensors" -d "$D/twelve.safetensors" -o out.safetensors
+	[ "$status" -eq 1 ]
+	assert_one_line_error "$D/twelve.safetensors"
+	[[ "$output" == *label* ]]
+	[ ! -e out.safetensors ]
+}
+
+@test "sn-sgd --lr 1e9 diverges: exit 3, no weights, no state, step and layer named" {
+	run sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+		--iters 50 --lr 1e9 --state s.safetensors
+	[ "$status" -eq 3 ]
+	assert_one_line_error "$D/lenet.safetensors"
+	[[ "$output" =~ step\ [0-9]+:\ non-finite ]]
+	[[ "$output" == *layer* ]]
+	[ ! -e out.safetensors ]
+	[ ! -e s.safetensors ]
+	[ -z "$(ls -A)" ]
+}
+
+@test "sn-sgd with an unwritable output exits 1 and leaves nothing behind" {
+	touch file
+	run sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o file/out.safetensors \
+		--iters 1
+	[ "$status" -eq 1 ]
+	assert_one_line_error file/out.safetensors
+	run sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+		--iters 1 --state file/state.safetensors
+	[ "$status" -eq 1 ]
+	[ "$(ls -A)" = file ]
+}
+
+@test "sn-sgd rejects bad option values with exit 2" {
+	w=(-w "$D/mlp.safetensors" -d "$D/train.safetensors" -o out.safetensors)
+	for bad in "--iters 0" "--iters x" "--batch 0" "--threads 0" "--lr abc" \
+		"--time-limit -1" "--solver nosuch" "--lr -1" "--seed -3" "--bogus" "extra"; do
+		# shellcheck disable=SC2086
+		run sn-sgd "${w[@]}" $bad
+		echo "$bad -> $status: $output"
+		[ "$status" -eq 2 ]
+	done
+	run sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors"
+	[ "$status" -eq 2 ]
+	run sn-sgd "${w[@]/out.safetensors/-}" --json
+	[ "$status" -eq 2 ]
+	[ ! -e out.safetensors ]
+}
