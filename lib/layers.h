@@ -119,4 +119,13 @@ const sn_layer_kind *sn_layer_kind_find(const char *name);
 void sn_conv_forward_naive(const sn_layer *l, const float *in, float *out, int B);
 void sn_dense_forward_naive(const sn_layer *l, const float *in, float *out, int B);
 
+/* Helpers for the kinds' setup functions (lib/layers/table.c).
+ * sn_layer_opt_int: option o as an integer >= min, or dflt when it was not
+ * given; dflt < 0 makes it required.  SN_ENET names the option on failure. */
+int sn_layer_opt_int(const sn_layer *l, enum sn_opt o, int64_t dflt, int64_t min,
+		     int64_t *v) SN_MUST_CHECK;
+/* Append a parameter descriptor to l->params[] (at most SN_MAX_LAYER_PARAMS). */
+void sn_layer_add_param(sn_layer *l, const char *suffix, int ndim, const int64_t *shape,
+			int trainable, enum sn_init init, int64_t fan_in, int64_t fan_out);
+
 #endif

@@ -1,0 +1,142 @@
+/* activation.c: elementwise, shape-preserving nonlinearities.  Written so a
+ * NaN input gives a NaN output, as in PyTorch, so the model can name the
+ * layer where a divergence first shows. */
+#include "layers.h"
+
+#include <math.h>
+
+static int elementwise_setup(sn_layer *l, int64_t flops_fwd, int64_t flops_bwd)
+{
+	const int64_t n = sn_shape_size(&l->in);
+	l->out = l->in;
+	l->nparams = 0;
+	l->flops_forward = flops_fwd * n;
+	l->flops_backward = flops_bwd * n;
+	l->saved_per_example = l->saved_fixed = 0;
+	l->scratch_per_example = l->scratch_fixed = 0;
+	return 0;
+}
+
+static int64_t batch_size(const sn_layer *l, int B)
+{
+	return sn_shape_size(&l->in) * B;
+}
+
+static int relu_setup(sn_layer *l) { return elementwise_setup(l, 1, 1); }
+
+static void relu_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
+{
+	(void)p;
+	const int64_t n = batch_size(l, B);
+	for (int64_t i = 0; i < n; i++)
+		out[i] = in[i] < 0.0f ? 0.0f : in[i];
+}
+
+static void relu_backward(sn_layer *l, const float *in, const float *out,
+			  const float *dout, float *din, int B, sn_pass *p)
+{
+	(void)out, (void)p;
+	if (!din)
+		return;
+	const int64_t n = batch_size(l, B);
+	for (int64_t i = 0; i < n; i++)
+		din[i] = in[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+static int leaky_relu_setup(sn_layer *l)
+{
+	if (l->opt_set & (1u << SN_OPT_SLOPE)) {
+		double s = l->opt[SN_OPT_SLOPE];
+		if (!isfinite(s))
+			return sn_fail(SN_ENET, "slope %g must be finite", s);
+	}
+	return elementwise_setup(l, 2, 2);
+}
+
+static float slope_of(const sn_layer *l)
+{
+	return (l->opt_set & (1u << SN_OPT_SLOPE)) ? (float)l->opt[SN_OPT_SLOPE] : 0.01f;
+}
+
+static void leaky_relu_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
+{
+	(void)p;
+	const int64_t n = batch_size(l, B);
+	const float a = slope_of(l);
+	for (int64_t i = 0; i < n; i++)
+		out[i] = in[i] < 0.0f ? a * in[i] : in[i];
+}
+
+static void leaky_relu_backward(sn_layer *l, const float *in, const float *out,
+				const float *dout, float *din, int B, sn_pass *p)
+{
+	(void)out, (void)p;
+	if (!din)
+		return;
+	const int64_t n = batch_size(l, B);
+	const float a = slope_of(l);
+	for (int64_t i = 0; i < n; i++)
+		din[i] = in[i] > 0.0f ? dout[i] : a * dout[i];
+}
+
+static int tanh_setup(sn_layer *l) { return elementwise_setup(l, 4, 3); }
+
+static void tanh_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
+{
+	(void)p;
+	const int64_t n = batch_size(l, B);
+	for (int64_t i = 0; i < n; i++)
+		out[i] = tanhf(in[i]);
+}
+
+static void tanh_backward(sn_layer *l, const float *in, const float *out,
+			  const float *dout, float *din, int B, sn_pass *p)
+{
+	(void)in, (void)p;
+	if (!din)
+		return;
+	const int64_t n = batch_size(l, B);
+	for (int64_t i = 0; i < n; i++)
+		din[i] = dout[i] * (1.0f - out[i] * out[i]);
+}
+
+static int sigmoid_setup(sn_layer *l) { return elementwise_setup(l, 4, 3); }
+
+static void sigmoid_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
+{
+	(void)p;
+	const int64_t n = batch_size(l, B);
+	for (int64_t i = 0; i < n; i++)
+		out[i] = 1.0f / (1.0f + expf(-in[i]));
+}
+
+static void sigmoid_backward(sn_layer *l, const float *in, const float *out,
+			     const float *dout, float *din, int B, sn_pass *p)
+{
+	(void)in, (void)p;
+	if (!din)
+		return;
+	const int64_t n = batch_size(l, B);
+	for (int64_t i = 0; i < n; i++)
+		din[i] = dout[i] * out[i] * (1.0f - out[i]);
+}
+
+const sn_layer_kind sn_kind_relu = {
+	.name = "relu", .setup = relu_setup,
+	.forward = relu_forward, .backward = relu_backward,
+};
+
+const sn_layer_kind sn_kind_leaky_relu = {
+	.name = "leaky_relu", .options = 1u << SN_OPT_SLOPE, .setup = leaky_relu_setup,
+	.forward = leaky_relu_forward, .backward = leaky_relu_backward,
+};
+
+const sn_layer_kind sn_kind_tanh = {
+	.name = "tanh", .setup = tanh_setup,
+	.forward = tanh_forward, .backward = tanh_backward,
+};
+
+const sn_layer_kind sn_kind_sigmoid = {
+	.name = "sigmoid", .setup = sigmoid_setup,
+	.forward = sigmoid_forward, .backward = sigmoid_backward,
+};

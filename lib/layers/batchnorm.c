@@ -1,0 +1,141 @@
+/* batchnorm.c: batch normalisation per channel of [C,H,W] (over B,H,W) or
+ * per feature of [D] (over B), PyTorch's semantics: training normalises
+ * with the biased batch variance and moves the running statistics by
+ * `momentum` towards the batch mean and the unbiased variance; evaluation
+ * uses the running statistics.  Sums are taken in double in a fixed order,
+ * so results do not depend on timing. */
+#include "layers.h"
+
+#include <math.h>
+
+typedef struct {
+	int64_t C, HW;
+	double eps, momentum;
+} bn_geom;
+
+static bn_geom geom_of(const sn_layer *l)
+{
+	bn_geom g;
+	g.C = l->in.d[0];
+	g.HW = l->in.ndim == 3 ? l->in.d[1] * l->in.d[2] : 1;
+	g.eps = (l->opt_set & (1u << SN_OPT_EPS)) ? l->opt[SN_OPT_EPS] : 1e-5;
+	g.momentum = (l->opt_set & (1u << SN_OPT_MOMENTUM)) ? l->opt[SN_OPT_MOMENTUM] : 0.1;
+	return g;
+}
+
+static int batchnorm_setup(sn_layer *l)
+{
+	const bn_geom g = geom_of(l);
+	if (!(g.eps > 0 && isfinite(g.eps)))
+		return sn_fail(SN_ENET, "eps %g must be positive", g.eps);
+	if (!(g.momentum >= 0 && g.momentum <= 1))
+		return sn_fail(SN_ENET, "momentum %g must be in [0, 1]", g.momentum);
+	const int64_t n = sn_shape_size(&l->in);
+	l->out = l->in;
+	l->nparams = 0;
+	sn_layer_add_param(l, "weight", 1, &g.C, 1, SN_INIT_ONE, 0, 0);
+	sn_layer_add_param(l, "bias", 1, &g.C, 1, SN_INIT_ZERO, 0, 0);
+	sn_layer_add_param(l, "running_mean", 1, &g.C, 0, SN_INIT_ZERO, 0, 0);
+	sn_layer_add_param(l, "running_var", 1, &g.C, 0, SN_INIT_ONE, 0, 0);
+	l->flops_forward = 6 * n;
+	l->flops_backward = 8 * n;
+	l->saved_per_example = n;    /* normalised input */
+	l->saved_fixed = g.C;        /* 1/sqrt(var + eps) per channel */
+	l->scratch_per_example = l->scratch_fixed = 0;
+	return 0;
+}
+
+/* Mean and biased variance of channel c over the batch. */
+static void batch_stats(const bn_geom *g, const float *in, int B, int64_t c,
+			double *mean, double *var)
+{
+	double sum = 0, sq = 0;
+	for (int64_t b = 0; b < B; b++) {
+		const float *x = in + (b * g->C + c) * g->HW;
+		for (int64_t i = 0; i < g->HW; i++)
+			sum += x[i];
+	}
+	const double n = (double)B * (double)g->HW;
+	*mean = sum / n;
+	for (int64_t b = 0; b < B; b++) {
+		const float *x = in + (b * g->C + c) * g->HW;
+		for (int64_t i = 0; i < g->HW; i++)
+			sq += (x[i] - *mean) * (x[i] - *mean);
+	}
+	*var = sq / n;
+}
+
+static void batchnorm_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
+{
+	const bn_geom g = geom_of(l);
+	const float *gamma = l->w[0], *beta = l->w[1];
+	float *rmean = l->w[2], *rvar = l->w[3];
+	float *xhat = l->saved, *invstd = l->saved + sn_shape_size(&l->in) * B;
+	const double n = (double)B * (double)g.HW;
+	for (int64_t c = 0; c < g.C; c++) {
+		double mean, var;
+		if (p->training) {
+			batch_stats(&g, in, B, c, &mean, &var);
+			double unbiased = n > 1 ? var * n / (n - 1) : var;
+			rmean[c] = (float)((1 - g.momentum) * rmean[c] + g.momentum * mean);
+			rvar[c] = (float)((1 - g.momentum) * rvar[c] + g.momentum * unbiased);
+		} else {
+			mean = rmean[c];
+			var = rvar[c];
+		}
+		const float m = (float)mean, is = (float)(1.0 / sqrt(var + g.eps));
+		invstd[c] = is;
+		for (int64_t b = 0; b < B; b++) {
+			const int64_t off = (b * g.C + c) * g.HW;
+			for (int64_t i = 0; i < g.HW; i++) {
+				float h = (in[off + i] - m) * is;
+				xhat[off + i] = h;
+				out[off + i] = gamma[c] * h + beta[c];
+			}
+		}
+	}
+}
+
+static void batchnorm_backward(sn_layer *l, const float *in, const float *out,
+			       const float *dout, float *din, int B, sn_pass *p)
+{
+	(void)in, (void)out, (void)p;
+	const bn_geom g = geom_of(l);
+	const float *gamma = l->w[0];
+	const float *xhat = l->saved, *invstd = l->saved + sn_shape_size(&l->in) * B;
+	const double n = (double)B * (double)g.HW;
+	for (int64_t c = 0; c < g.C; c++) {
+		double sum_dy = 0, sum_dy_xhat = 0;
+		for (int64_t b = 0; b < B; b++) {
+			const int64_t off = (b * g.C + c) * g.HW;
+			for (int64_t i = 0; i < g.HW; i++) {
+				sum_dy += dout[off + i];
+				sum_dy_xhat += (double)dout[off + i] * xhat[off + i];
+			}
+		}
+		if (l->dw[0])
+			l->dw[0][c] += (float)sum_dy_xhat;
+		if (l->dw[1])
+			l->dw[1][c] += (float)sum_dy;
+		if (!din)
+			continue;
+		const float k = (float)(gamma[c] * invstd[c] / n);
+		const float s_dy = (float)sum_dy, s_dy_xhat = (float)sum_dy_xhat;
+		const float fn = (float)n;
+		for (int64_t b = 0; b < B; b++) {
+			const int64_t off = (b * g.C + c) * g.HW;
+			for (int64_t i = 0; i < g.HW; i++)
+				din[off + i] = k * (fn * dout[off + i] - s_dy -
+						    xhat[off + i] * s_dy_xhat);
+		}
+	}
+}
+
+const sn_layer_kind sn_kind_batchnorm = {
+	.name = "batchnorm",
+	.name_prefix = "bn",
+	.options = 1u << SN_OPT_EPS | 1u << SN_OPT_MOMENTUM,
+	.setup = batchnorm_setup,
+	.forward = batchnorm_forward,
+	.backward = batchnorm_backward,
+};

@@ -1,0 +1,225 @@
+/* pool.c: max and average pooling over square windows, and global average
+ * pooling.  Output sizes follow PyTorch's floor rule; average pooling
+ * divides by the whole window, padding included (count_include_pad=True),
+ * and max pooling treats padding as -inf. */
+#include "layers.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+	int64_t C, H, W, k, stride, pad, OH, OW;
+} pool_geom;
+
+static pool_geom geom_of(const sn_layer *l)
+{
+	pool_geom g = {.C = l->in.d[0], .H = l->in.d[1], .W = l->in.d[2]};
+	g.k = (l->opt_set & (1u << SN_OPT_KERNEL)) ? (int64_t)l->opt[SN_OPT_KERNEL] : 1;
+	g.stride = (l->opt_set & (1u << SN_OPT_STRIDE)) ? (int64_t)l->opt[SN_OPT_STRIDE] : g.k;
+	g.pad = (l->opt_set & (1u << SN_OPT_PAD)) ? (int64_t)l->opt[SN_OPT_PAD] : 0;
+	g.OH = (g.H + 2 * g.pad - g.k) / g.stride + 1;
+	g.OW = (g.W + 2 * g.pad - g.k) / g.stride + 1;
+	return g;
+}
+
+static int pool_setup(sn_layer *l, int is_max)
+{
+	int64_t k, s, p;
+	int err;
+	if (l->in.ndim != 3)
+		return sn_fail(SN_ENET, "%s needs [C,H,W] input, got %d dimension(s)",
+			       l->kind->name, l->in.ndim);
+	if ((err = sn_layer_opt_int(l, SN_OPT_KERNEL, -1, 1, &k)) ||
+	    (err = sn_layer_opt_int(l, SN_OPT_STRIDE, k, 1, &s)) ||
+	    (err = sn_layer_opt_int(l, SN_OPT_PAD, 0, 0, &p)))
+		return err;
+	/* PyTorch's rule; it also keeps every window over some real input */
+	if (p > k / 2)
+		return sn_fail(SN_ENET, "pad %lld larger than half the kernel %lld",
+			       (long long)p, (long long)k);
+	const pool_geom g = geom_of(l);
+	if (k > g.H + 2 * p || k > g.W + 2 * p)
+		return sn_fail(SN_ENET, "kernel %lld larger than padded input %lldx%lld",
+			       (long long)k, (long long)(g.H + 2 * p), (long long)(g.W + 2 * p));
+	l->out = (sn_shape){3, {g.C, g.OH, g.OW}};
+	const int64_t outs = g.C * g.OH * g.OW;
+	l->nparams = 0;
+	l->flops_forward = outs * k * k;
+	l->flops_backward = is_max ? outs : outs * k * k;
+	l->saved_per_example = is_max ? outs : 0;   /* argmax, as int32 */
+	l->saved_fixed = l->scratch_per_example = l->scratch_fixed = 0;
+	return 0;
+}
+
+static int maxpool_setup(sn_layer *l) { return pool_setup(l, 1); }
+static int avgpool_setup(sn_layer *l) { return pool_setup(l, 0); }
+
+/* The window rows [i0, i1) of output row o, clipped to the input. */
+static void window(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t n,
+		   int64_t *i0, int64_t *i1)
+{
+	int64_t start = o * stride - pad;
+	*i0 = start < 0 ? 0 : start;
+	*i1 = start + k > n ? n : start + k;
+}
+
+static void maxpool_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
+{
+	(void)p;
+	const pool_geom g = geom_of(l);
+	/* l->saved comes from malloc, so it may hold int32 argmax values */
+	int32_t *arg = (int32_t *)l->saved;
+	for (int64_t bc = 0; bc < B * g.C; bc++) {
+		const float *src = in + bc * g.H * g.W;
+		for (int64_t oh = 0; oh < g.OH; oh++) {
+			int64_t h0, h1;
+			window(oh, g.stride, g.pad, g.k, g.H, &h0, &h1);
+			for (int64_t ow = 0; ow < g.OW; ow++) {
+				int64_t w0, w1;
+				window(ow, g.stride, g.pad, g.k, g.W, &w0, &w1);
+				int64_t best_i = h0 * g.W + w0;
+				float best = -INFINITY;
+				for (int64_t ih = h0; ih < h1; ih++)
+					for (int64_t iw = w0; iw < w1; iw++) {
+						float v = src[ih * g.W + iw];
+						/* NaN wins, as in PyTorch, so divergence shows */
+						if (v > best || (isnan(v) && !isnan(best))) {
+							best = v;
+							best_i = ih * g.W + iw;
+						}
+					}
+				int64_t o = (bc * g.OH + oh) * g.OW + ow;
+				out[o] = best;
+				arg[o] = (int32_t)best_i;
+			}
+		}
+	}
+}
+
+static void maxpool_backward(sn_layer *l, const float *in, const float *out,
+			     const float *dout, float *din, int B, sn_pass *p)
+{
+	(void)in, (void)out, (void)p;
+	if (!din)
+		return;
+	const pool_geom g = geom_of(l);
+	const int32_t *arg = (const int32_t *)l->saved;
+	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
+	memset(din, 0, (size_t)(B * g.C * plane) * sizeof *din);
+	for (int64_t bc = 0; bc < B * g.C; bc++)
+		for (int64_t s = 0; s < S; s++)
+			din[bc * plane + arg[bc * S + s]] += dout[bc * S + s];
+}
+
+static void avgpool_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
+{
+	(void)p;
+	const pool_geom g = geom_of(l);
+	const float scale = 1.0f / (float)(g.k * g.k);
+	for (int64_t bc = 0; bc < B * g.C; bc++) {
+		const float *src = in + bc * g.H * g.W;
+		for (int64_t oh = 0; oh < g.OH; oh++) {
+			int64_t h0, h1;
+			window(oh, g.stride, g.pad, g.k, g.H, &h0, &h1);
+			for (int64_t ow = 0; ow < g.OW; ow++) {
+				int64_t w0, w1;
+				window(ow, g.stride, g.pad, g.k, g.W, &w0, &w1);
+				float sum = 0;
+				for (int64_t ih = h0; ih < h1; ih++)
+					for (int64_t iw = w0; iw < w1; iw++)
+						sum += src[ih * g.W + iw];
+				out[(bc * g.OH + oh) * g.OW + ow] = sum * scale;
+			}
+		}
+	}
+}
+
+static void avgpool_backward(sn_layer *l, const float *in, const float *out,
+			     const float *dout, float *din, int B, sn_pass *p)
+{
+	(void)in, (void)out, (void)p;
+	if (!din)
+		return;
+	const pool_geom g = geom_of(l);
+	const float scale = 1.0f / (float)(g.k * g.k);
+	memset(din, 0, (size_t)(B * g.C * g.H * g.W) * sizeof *din);
+	for (int64_t bc = 0; bc < B * g.C; bc++) {
+		float *dst = din + bc * g.H * g.W;
+		for (int64_t oh = 0; oh < g.OH; oh++) {
+			int64_t h0, h1;
+			window(oh, g.stride, g.pad, g.k, g.H, &h0, &h1);
+			for (int64_t ow = 0; ow < g.OW; ow++) {
+				int64_t w0, w1;
+				window(ow, g.stride, g.pad, g.k, g.W, &w0, &w1);
+				float d = dout[(bc * g.OH + oh) * g.OW + ow] * scale;
+				for (int64_t ih = h0; ih < h1; ih++)
+					for (int64_t iw = w0; iw < w1; iw++)
+						dst[ih * g.W + iw] += d;
+			}
+		}
+	}
+}
+
+static int global_avgpool_setup(sn_layer *l)
+{
+	if (l->in.ndim != 3)
+		return sn_fail(SN_ENET, "global_avgpool needs [C,H,W] input, got %d dimension(s)",
+			       l->in.ndim);
+	l->out = (sn_shape){1, {l->in.d[0], 0, 0}};
+	l->nparams = 0;
+	l->flops_forward = l->flops_backward = sn_shape_size(&l->in);
+	l->saved_per_example = l->saved_fixed = 0;
+	l->scratch_per_example = l->scratch_fixed = 0;
+	return 0;
+}
+
+static void global_avgpool_forward(sn_layer *l, const float *in, float *out, int B,
+				   sn_pass *p)
+{
+	(void)p;
+	const int64_t C = l->in.d[0], plane = l->in.d[1] * l->in.d[2];
+	for (int64_t bc = 0; bc < B * C; bc++) {
+		double sum = 0;
+		for (int64_t i = 0; i < plane; i++)
+			sum += in[bc * plane + i];
+		out[bc] = (float)(sum / (double)plane);
+	}
+}
+
+static void global_avgpool_backward(sn_layer *l, const float *in, const float *out,
+				    const float *dout, float *din, int B, sn_pass *p)
+{
+	(void)in, (void)out, (void)p;
+	if (!din)
+		return;
+	const int64_t C = l->in.d[0], plane = l->in.d[1] * l->in.d[2];
+	for (int64_t bc = 0; bc < B * C; bc++) {
+		float d = dout[bc] / (float)plane;
+		for (int64_t i = 0; i < plane; i++)
+			din[bc * plane + i] = d;
+	}
+}
+
+const sn_layer_kind sn_kind_maxpool = {
+	.name = "maxpool",
+	.options = 1u << SN_OPT_KERNEL | 1u << SN_OPT_STRIDE | 1u << SN_OPT_PAD,
+	.setup = maxpool_setup,
+	.forward = maxpool_forward,
+	.backward = maxpool_backward,
+};
+
+const sn_layer_kind sn_kind_avgpool = {
+	.name = "avgpool",
+	.options = 1u << SN_OPT_KERNEL | 1u << SN_OPT_STRIDE | 1u << SN_OPT_PAD,
+	.setup = avgpool_setup,
+	.forward = avgpool_forward,
+	.backward = avgpool_backward,
+};
+
+const sn_layer_kind sn_kind_global_avgpool = {
+	.name = "global_avgpool",
+	.setup = global_avgpool_setup,
+	.forward = global_avgpool_forward,
+	.backward = global_avgpool_backward,
+};

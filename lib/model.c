@@ -1,0 +1,195 @@
+/* model.c: runs a net's layers over a batch.  Every activation and its
+ * gradient has its own buffer sized for max_batch, so backward can read
+ * any layer's input and output; the layers' temporary space is one shared
+ * scratch buffer, sized for the hungriest layer. */
+#include "model.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Floats of one activation: act[0] is the net input, act[i+1] layer i's output. */
+static int64_t act_size(const sn_net *net, int i)
+{
+	return i == 0 ? sn_shape_size(&net->input) : sn_shape_size(&net->layers[i - 1].out);
+}
+
+/* n * B floats, or -1 when that is not a sane allocation size. */
+static int64_t batch_floats(int64_t n, int64_t fixed, int B)
+{
+	const int64_t limit = (int64_t)(SIZE_MAX / sizeof(float) / 2);
+	if (n < 0 || fixed < 0 || (n > 0 && B > limit / n) || n * B > limit - fixed)
+		return -1;
+	return n * B + fixed;
+}
+
+static int alloc_floats(float **p, int64_t n)
+{
+	*p = calloc(n > 0 ? (size_t)n : 1, sizeof **p);
+	return *p ? 0 : sn_fail(SN_ENOMEM, "cannot allocate %lld floats", (long long)n);
+}
+
+static int alloc_activations(sn_model *m)
+{
+	const sn_net *net = m->net;
+	const int n = net->nlayers;
+	int err;
+	m->act = calloc((size_t)n + 1, sizeof *m->act);
+	m->dact = calloc((size_t)n + 1, sizeof *m->dact);
+	if (!m->act || !m->dact)
+		return sn_fail(SN_ENOMEM, "cannot allocate the activation table");
+	for (int i = 0; i <= n; i++) {
+		int64_t size = batch_floats(act_size(net, i), 0, m->max_batch);
+		if (size < 0)
+			return sn_fail(SN_ENOMEM, "activations of layer %d too large for batch %d",
+				       i, m->max_batch);
+		if ((err = alloc_floats(&m->act[i], size)))
+			return err;
+		if (i > 0 && (err = alloc_floats(&m->dact[i], size)))
+			return err;
+	}
+	return 0;
+}
+
+static int alloc_workspaces(sn_model *m)
+{
+	sn_net *net = m->net;
+	int64_t scratch = 0, saved = 0;
+	for (int i = 0; i < net->nlayers; i++) {
+		const sn_layer *l = &net->layers[i];
+		int64_t s = batch_floats(l->scratch_per_example, l->scratch_fixed, m->max_batch);
+		int64_t v = batch_floats(l->saved_per_example, l->saved_fixed, m->max_batch);
+		if (s < 0 || v < 0 || v > INT64_MAX / 2 - saved)
+			return sn_fail(SN_ENOMEM, "workspace of layer %s too large for batch %d",
+				       l->name, m->max_batch);
+		scratch = s > scratch ? s : scratch;
+		saved += v;
+	}
+	int err;
+	if ((err = alloc_floats(&m->scratch, scratch)) || (err = alloc_floats(&m->saved, saved)))
+		return err;
+	float *at = m->saved;
+	for (int i = 0; i < net->nlayers; i++) {
+		sn_layer *l = &net->layers[i];
+		int64_t v = batch_floats(l->saved_per_example, l->saved_fixed, m->max_batch);
+		l->saved = v > 0 ? at : NULL;
+		at += v;
+	}
+	return 0;
+}
+
+int sn_model_init(sn_model *m, sn_net *net, int max_batch)
+{
+	int err;
+	memset(m, 0, sizeof *m);
+	if (max_batch < 1)
+		return sn_fail(SN_EINVAL, "batch size %d must be positive", max_batch);
+	if (net->nlayers < 1)
+		return sn_fail(SN_ENET, "net %s has no layers", net->name ? net->name : "");
+	m->net = net;
+	m->max_batch = max_batch;
+	m->seconds_forward = calloc((size_t)net->nlayers, sizeof *m->seconds_forward);
+	m->seconds_backward = calloc((size_t)net->nlayers, sizeof *m->seconds_backward);
+	if (!m->seconds_forward || !m->seconds_backward) {
+		err = sn_fail(SN_ENOMEM, "cannot allocate the profile");
+		goto fail;
+	}
+	if ((err = alloc_activations(m)) || (err = alloc_workspaces(m)))
+		goto fail;
+	return 0;
+fail:
+	sn_model_free(m);
+	return err;
+}
+
+void sn_model_free(sn_model *m)
+{
+	if (m->act && m->net)
+		for (int i = 0; i <= m->net->nlayers; i++)
+			free(m->act[i]);
+	if (m->dact && m->net)
+		for (int i = 0; i <= m->net->nlayers; i++)
+			free(m->dact[i]);
+	free(m->act);
+	free(m->dact);
+	free(m->scratch);
+	free(m->saved);
+	free(m->seconds_forward);
+	free(m->seconds_backward);
+	memset(m, 0, sizeof *m);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int all_finite(const float *x, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		if (!isfinite(x[i]))
+			return 0;
+	return 1;
+}
+
+/* Name the first layer whose output went non-finite. */
+static int nonfinite(const sn_model *m, int B)
+{
+	const sn_net *net = m->net;
+	for (int i = 0; i < net->nlayers; i++)
+		if (!all_finite(m->act[i + 1], act_size(net, i + 1) * B))
+			return sn_fail(SN_ENONFINITE, "non-finite output in layer %s",
+				       net->layers[i].name);
+	return sn_fail(SN_ENONFINITE, "non-finite loss");
+}
+
+int sn_model_forward(sn_model *m, const float *x, const int32_t *y, int B,
+		     int training, sn_rng *rng, double *loss)
+{
+	sn_net *net = m->net;
+	const int n = net->nlayers;
+	if (B < 1 || B > m->max_batch)
+		return sn_fail(SN_EINVAL, "batch of %d outside 1..%d", B, m->max_batch);
+	memcpy(m->act[0], x, (size_t)(act_size(net, 0) * B) * sizeof *x);
+	sn_pass p = {.training = training, .rng = rng, .scratch = m->scratch, .labels = y};
+	for (int i = 0; i < n; i++) {
+		sn_layer *l = &net->layers[i];
+		double t0 = m->profile ? now() : 0;
+		l->kind->forward(l, m->act[i], m->act[i + 1], B, &p);
+		if (m->profile)
+			m->seconds_forward[i] += now() - t0;
+	}
+	const int has_loss = y && net->layers[n - 1].kind->is_loss;
+	if (loss)
+		*loss = has_loss ? p.loss : 0;
+	if (has_loss ? !isfinite(p.loss) : !all_finite(m->act[n], act_size(net, n) * B))
+		return nonfinite(m, B);
+	return 0;
+}
+
+void sn_model_backward(sn_model *m, int B)
+{
+	sn_net *net = m->net;
+	if (B < 1 || B > m->max_batch)
+		return;
+	if (net->grad && net->nparam)
+		memset(net->grad, 0, net->nparam * sizeof *net->grad);
+	sn_pass p = {.training = 1, .scratch = m->scratch};
+	for (int i = net->nlayers - 1; i >= 0; i--) {
+		sn_layer *l = &net->layers[i];
+		double t0 = m->profile ? now() : 0;
+		l->kind->backward(l, m->act[i], m->act[i + 1], m->dact[i + 1],
+				  i > 0 ? m->dact[i] : NULL, B, &p);
+		if (m->profile)
+			m->seconds_backward[i] += now() - t0;
+	}
+}
+
+const float *sn_model_probs(const sn_model *m)
+{
+	return m->act[m->net->nlayers];
+}
