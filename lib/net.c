@@ -80,9 +80,8 @@ static int expect_scalar(const parser *p, const yaml_node_t *n, const char *what
 
 static int parse_number(const parser *p, const yaml_node_t *n, const char *what, double *v)
 {
-	int err = expect_scalar(p, n, what);
-	if (err)
-		return err;
+	if (n->type != YAML_SCALAR_NODE)
+		return fail_at(p, n, "%s: expected a number, got %s", what, node_kind(n));
 	char *end;
 	errno = 0;
 	double x = strtod(text(n), &end);
@@ -94,9 +93,9 @@ static int parse_number(const parser *p, const yaml_node_t *n, const char *what,
 
 static int parse_count(const parser *p, const yaml_node_t *n, const char *what, int64_t *v)
 {
-	int err = expect_scalar(p, n, what);
-	if (err)
-		return err;
+	if (n->type != YAML_SCALAR_NODE)
+		return fail_at(p, n, "%s: expected a positive integer, got %s", what,
+			       node_kind(n));
 	char *end;
 	errno = 0;
 	long long x = strtoll(text(n), &end, 10);
@@ -241,9 +240,9 @@ static int parse_layer_name(parser *p, sn_layer *l, yaml_node_t *v, int *given)
 	int err = expect_scalar(p, v, "a layer name");
 	if (err)
 		return err;
-	if (!valid_name(text(v)) || strlen(text(v)) >= sizeof l->name - 16)
+	if (!valid_name(text(v)) || strlen(text(v)) >= sizeof l->name)
 		return fail_at(p, v, "layer name \"%s\" must be 1 to %zu of A-Z a-z 0-9 _",
-			       text(v), sizeof l->name - 17);
+			       text(v), sizeof l->name - 1);
 	strcpy(l->name, text(v));
 	*given = 1;
 	return 0;
