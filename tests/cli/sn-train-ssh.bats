@@ -1,0 +1,76 @@
+#!/usr/bin/env bats
+# sn-train across ssh hosts: two private sshd "hosts" on 127.0.0.1, each with
+# its own host key, port and work directory (see ssh_hosts.bash).
+
+load helper
+load ssh_hosts
+
+setup_file() {
+	export FX=$BATS_FILE_TMPDIR/fx
+	mkdir -p "$FX"
+	sn-shard "$FMNIST/train-images-idx3-ubyte.gz" --labels "$FMNIST/train-labels-idx1-ubyte.gz" \
+		-k 2 --stratify --seed 1 --limit 2000 -o "$FX/shards"
+	sn-shard "$FMNIST/t10k-images-idx3-ubyte.gz" --labels "$FMNIST/t10k-labels-idx1-ubyte.gz" \
+		-k 1 --limit 1000 --stats-from "$FX/shards/shard-000.safetensors" -o "$FX/test"
+}
+
+setup() {
+	command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || skip "openssh-server is not installed"
+	sn_setup_tmp
+	ssh_hosts_start 2
+	SSH="ssh -F $TMP/hosts/ssh_config"
+}
+
+teardown() {
+	ssh_hosts_stop
+	[ -z "$(ssh_hosts_running)" ] || { echo "sshd still running: $(ssh_hosts_running)"; return 1; }
+	sn_teardown_tmp
+}
+
+@test "sn-train -S runs the rounds on two ssh hosts and accuracy rises" {
+	sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards" --out run --rounds 3 --iters 20 \
+		--eval "$FX/test/shard-000.safetensors" --ssh "$SSH" -S h1 -S h2 --remote-path "$SN_BIN" \
+		--keep-remote --quiet >out.txt
+	[ -f run/w-0003.safetensors ]
+	awk -F '\t' 'NR > 1 && $6 != 2 { exit 1 }' run/log.tsv
+	first=$(awk -F '\t' 'NR == 2 { print $9 }' run/log.tsv)
+	lastacc=$(awk -F '\t' 'NR == 4 { print $9 }' run/log.tsv)
+	awk -v a="$first" -v b="$lastacc" 'BEGIN { exit !(b > a && b > 0.6) }'
+	# the shards travelled to both hosts' work directories, and both ran workers
+	id=$(cat run/run-id)
+	for h in h1 h2; do
+		cmp "$FX/shards/shard-001.safetensors" "$TMP/hosts/$h/work/.sn-train/$id/shards/shard-001.safetensors"
+		grep -q "staged 2 shards" run/events.log
+		grep -q "done on $h" run/events.log
+		grep -q 'Accepted publickey' "$TMP/hosts/$h/sshd.log"
+	done
+}
+
+@test "sn-train removes the hosts' work directories at the end" {
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards" --out run --rounds 1 --iters 3 \
+		--ssh "$SSH" --sshloginfile <(printf 'h1\n# a comment\nh2\n') --remote-path "$SN_BIN" --quiet
+	[ "$status" -eq 0 ]
+	[ -z "$(ls -A "$TMP/hosts/h1/work/.sn-train" "$TMP/hosts/h2/work/.sn-train" 2>/dev/null)" ]
+	grep -q 'removed' run/events.log
+}
+
+@test "sn-train finishes with the surviving host when one host's sshd dies mid-run" {
+	sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards" --out run --rounds 4 --iters 20 \
+		--ssh "$SSH" -S h1,h2 --remote-path "$SN_BIN" --min-workers 1 --quiet &
+	pid=$!
+	for _ in $(seq 600); do [ -e run/w-0001.safetensors ] && break; sleep 0.05; done
+	ssh_host_kill h2
+	wait "$pid"
+	[ -f run/w-0004.safetensors ]
+	grep -q 'host h2: unreachable' run/events.log
+	[ "$(wc -l <run/log.tsv)" -eq 5 ]
+}
+
+@test "sn-train exits 1 when no host can be reached" {
+	ssh_host_kill h1
+	ssh_host_kill h2
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards" --out run --rounds 1 --iters 3 \
+		--ssh "$SSH" -S h1 -S h2 --remote-path "$SN_BIN" --quiet
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"no host could be reached"* ]]
+}

@@ -1,0 +1,160 @@
+#!/usr/bin/env bats
+# sn-train: rounds, the per-round log, bit-for-bit equivalences, resume after
+# a kill, workers that fail, the quorum, and paths with spaces.  Data are a
+# small Fashion-MNIST subset sharded once for the whole file.
+
+load helper
+
+setup_file() {
+	export FX=$BATS_FILE_TMPDIR/fx
+	mkdir -p "$FX"
+	sn-shard "$FMNIST/train-images-idx3-ubyte.gz" --labels "$FMNIST/train-labels-idx1-ubyte.gz" \
+		-k 2 --stratify --seed 1 --limit 2000 -o "$FX/shards2"
+	sn-shard "$FMNIST/train-images-idx3-ubyte.gz" --labels "$FMNIST/train-labels-idx1-ubyte.gz" \
+		-k 1 --seed 1 --limit 1000 -o "$FX/shards1"
+	sn-shard "$FMNIST/t10k-images-idx3-ubyte.gz" --labels "$FMNIST/t10k-labels-idx1-ubyte.gz" \
+		-k 1 --limit 1000 --stats-from "$FX/shards2/shard-000.safetensors" -o "$FX/test"
+	export TEST_DATA=$FX/test/shard-000.safetensors
+}
+
+# same_tensors A B: the two weight files hold identical tensors
+same_tensors() {
+	python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+def rd(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    return {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
+a, b = rd(sys.argv[1]), rd(sys.argv[2])
+assert a.keys() == b.keys(), (a.keys(), b.keys())
+bad = [k for k in a if a[k] != b[k]]
+assert not bad, "tensors differ: %s" % bad
+PY
+}
+
+# a wrapper sn-sgd that dies (SIGKILL) on shard-001 and runs the real one otherwise
+fake_failing_worker() {
+	mkdir -p fake
+	cat >fake/sn-sgd <<EOF2
+#!/bin/bash
+for a; do [[ \$a == *shard-001* ]] && kill -9 \$\$; done
+exec "$(command -v sn-sgd)" "\$@"
+EOF2
+	chmod +x fake/sn-sgd
+}
+
+@test "sn-train runs the rounds, logs each one, and accuracy rises" {
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 4 --iters 20 \
+		--eval "$TEST_DATA" --seed 3
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"round 4/4"* ]]
+	[[ "$output" == *"best accuracy "*" at round "* ]]
+	for r in 0000 0001 0002 0003 0004; do [ -f "run/w-$r.safetensors" ]; done
+	[ "$(head -n 1 run/log.tsv)" = "$(printf 'round\twall_s\tworker_max_s\tworker_mean_s\toverhead_s\tworkers\ttrain_loss\teval_loss\teval_acc')" ]
+	[ "$(wc -l <run/log.tsv)" -eq 5 ]
+	awk -F '\t' 'NR > 1 && (NF != 9 || $6 != 2 || $9 == "") { exit 1 }' run/log.tsv
+	first=$(awk -F '\t' 'NR == 2 { print $9 }' run/log.tsv)
+	lastacc=$(awk -F '\t' 'NR == 5 { print $9 }' run/log.tsv)
+	awk -v a="$first" -v b="$lastacc" 'BEGIN { exit !(b > a && b > 0.6) }'
+	grep -q 'round 3: done' run/events.log
+	[ -f run/state/0.safetensors ] && [ -f run/state/1.safetensors ]
+	if command -v gnuplot >/dev/null; then [ -s run/curve.png ]; fi
+}
+
+@test "sn-train with one worker for R rounds of tau equals R*tau steps of one sn-sgd, bit for bit" {
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards1" --out run --rounds 3 --iters 7 --seed 5 --quiet
+	[ "$status" -eq 0 ]
+	sn-sgd -q -w run/w-0000.safetensors -d "$FX/shards1/shard-000.safetensors" -o one.safetensors \
+		--state st.safetensors --iters 21 --seed 5 --threads "$(nproc)"
+	same_tensors run/w-0003.safetensors one.safetensors
+}
+
+@test "sn-train --resume after a SIGKILL mid-round gives the same weights as an uninterrupted run" {
+	args=(--net "$NETS/mlp.yaml" --shards "$FX/shards2" --rounds 4 --iters 15 --seed 7 --quiet)
+	sn-train "${args[@]}" --out whole
+	setsid sn-train "${args[@]}" --out cut &
+	pid=$!
+	for _ in $(seq 600); do [ -e cut/w-0002.safetensors ] && [ -d cut/r-0002 ] && break; sleep 0.05; done
+	kill -9 -- -"$pid"
+	wait "$pid" || true
+	[ ! -e cut/w-0004.safetensors ]
+	run sn-train "${args[@]}" --out cut --resume
+	[ "$status" -eq 0 ]
+	grep -q 'resume: ' cut/events.log
+	same_tensors whole/w-0004.safetensors cut/w-0004.safetensors
+	[ "$(wc -l <cut/log.tsv)" -eq 5 ]
+}
+
+@test "sn-train goes on with the survivors when a worker dies" {
+	fake_failing_worker
+	PATH=$PWD/fake:$PATH run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run \
+		--rounds 2 --iters 5 --quiet
+	[ "$status" -eq 0 ]
+	awk -F '\t' 'NR > 1 && $6 != 1 { exit 1 }' run/log.tsv
+	grep -q 'worker 1 failed twice, left out' run/events.log
+	[ -f run/w-0002.safetensors ]
+	[ "$(grep -c . run/r-0000/joblog)" -eq 4 ]   # header, one success, two tries of the failure
+}
+
+@test "sn-train exits 4 when fewer than --min-workers workers come back" {
+	fake_failing_worker
+	PATH=$PWD/fake:$PATH run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run \
+		--rounds 2 --iters 5 --min-workers 2 --quiet
+	[ "$status" -eq 4 ]
+	[[ "$output" == *"round 0: 1 of 2 workers came back, fewer than --min-workers 2"* ]]
+	[ ! -e run/w-0001.safetensors ]
+}
+
+@test "sn-train works with spaces and dashes in paths" {
+	mkdir "my shards"
+	cp "$FX/shards1/shard-000.safetensors" "my shards/"
+	cp "$NETS/mlp.yaml" "-net one.yaml"
+	run sn-train --net "./-net one.yaml" --shards "my shards" --out "run dir" --rounds 1 --iters 3 \
+		--eval "$TEST_DATA" --quiet
+	[ "$status" -eq 0 ]
+	[ -f "run dir/w-0001.safetensors" ]
+	[[ "$output" == *"run dir/w-0001.safetensors"* ]]
+}
+
+@test "sn-train refuses to start over an existing run without --resume" {
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards1" --out run --rounds 1 --iters 2 --quiet
+	[ "$status" -eq 0 ]
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards1" --out run --rounds 1 --iters 2 --quiet
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"use --resume"* ]]
+}
+
+@test "sn-train rejects bad usage with exit 2" {
+	run sn-train --shards "$FX/shards1" --out run
+	[ "$status" -eq 2 ]
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards1" --out run --rounds x
+	[ "$status" -eq 2 ]
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards1" --out run --bogus
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"Try 'sn-train --help'"* ]]
+	run sn-train --net "$NETS/mlp.yaml" --shards nowhere --out run
+	[ "$status" -eq 1 ]
+	[ ! -e run ]
+}
+
+@test "sn-train --help and --version print on stdout and exit 0" {
+	run sn-train --help
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"Usage: sn-train"* ]]
+	run sn-train --version
+	[ "$status" -eq 0 ]
+	[ "$output" = "sn-train (sn) 0.1.0" ]
+}
+
+@test "sn-train is shellcheck-clean" {
+	command -v shellcheck >/dev/null || skip "shellcheck is not installed"
+	run shellcheck "$SN_ROOT/bin/sn-train"
+	[ "$status" -eq 0 ]
+}
+
+@test "sn-train(1) renders cleanly" {
+	run bash -c "MANWIDTH=80 man --warnings -l '$SN_ROOT/man/man1/sn-train.1' 2>&1 >/dev/null"
+	[ -z "$output" ]
+	run man -l "$SN_ROOT/man/man1/sn-train.1"
+	[[ "$output" == *"EXIT STATUS"* ]]
+}
