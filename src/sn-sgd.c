@@ -103,9 +103,18 @@ static void parse_options(int argc, char **argv, options *o)
 		case 'j': o->threads = (int)sn_cli_int("--threads", optarg, 1, 1024); break;
 		case OPT_SEED: o->seed = (uint64_t)sn_cli_int("--seed", optarg, 0, INT64_MAX); break;
 		case OPT_SOLVER: add_override(o, "type", optarg); break;
-		case OPT_LR: add_override(o, "lr", optarg); break;
-		case OPT_MOMENTUM: add_override(o, "momentum", optarg); break;
-		case OPT_WD: add_override(o, "weight_decay", optarg); break;
+		case OPT_LR:
+			(void)sn_cli_double("--lr", optarg, 0, 1e30);
+			add_override(o, "lr", optarg);
+			break;
+		case OPT_MOMENTUM:
+			(void)sn_cli_double("--momentum", optarg, 0, 1);
+			add_override(o, "momentum", optarg);
+			break;
+		case OPT_WD:
+			(void)sn_cli_double("--weight-decay", optarg, 0, 1e30);
+			add_override(o, "weight_decay", optarg);
+			break;
 		case OPT_PROFILE: o->profile = 1; break;
 		case OPT_JSON: o->json = 1; break;
 		case 'q': o->quiet = 1; break;
@@ -125,13 +134,13 @@ static void parse_options(int argc, char **argv, options *o)
 }
 
 /* Command-line values go through the same setter as the YAML solver: keys. */
-static void apply_overrides(const options *o, sn_solver_config *c)
+static int apply_overrides(const options *o, sn_solver_config *c)
 {
+	int err;
 	for (int i = 0; i < o->noverrides; i++)
-		if (sn_solver_config_set(c, o->key[i], o->value[i]))
-			sn_cli_usage_error("%s", sn_errdetail());
-	if (sn_solver_config_check(c))
-		sn_cli_usage_error("%s", sn_errdetail());
+		if ((err = sn_solver_config_set(c, o->key[i], o->value[i])))
+			return err;
+	return sn_solver_config_check(c);
 }
 
 typedef struct {
@@ -189,7 +198,12 @@ static int open_inputs(const options *o, run *r)
 	if (err)
 		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	r->solver = r->net.solver;
-	apply_overrides(o, &r->solver);
+	if (apply_overrides(o, &r->solver)) {
+		char why[512];
+		snprintf(why, sizeof why, "%s", sn_errdetail());
+		run_free(r);
+		sn_cli_usage_error("%s", why);
+	}
 	if ((err = sn_data_open(o->data, &r->data)))
 		return sn_cli_error(o->data, err), SN_EXIT_RUNTIME;
 	r->have_data = 1;
