@@ -1,0 +1,34 @@
+#!/bin/bash
+# What sn-train's rounds cost beyond the workers' compute: LeNet, tau=50,
+# four local workers on Fashion-MNIST.  Prints the share of each round's wall
+# time that is not the slowest worker's compute (target < 5%), and a
+# breakdown: process start, reading the shard and weights, averaging.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+export PATH="$root/bin:$PATH"
+data=${SN_FMNIST:-/usr/share/datasets/fashion-mnist}
+rounds=${SN_BENCH_ROUNDS:-4}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+sn-shard "$data/train-images-idx3-ubyte.gz" --labels "$data/train-labels-idx1-ubyte.gz" \
+	-k 4 --stratify --seed 1 --limit 20000 -o "$tmp/shards" 2>/dev/null
+sn-train --net "$root/examples/nets/lenet.yaml" --shards "$tmp/shards" --out "$tmp/run" \
+	--rounds "$rounds" --iters 50 -j 4 --keep --quiet >/dev/null
+
+# rounds after the first: the first pays for cold caches
+awk -F '\t' 'NR > 2 { w += $2; c += $3; o += $5; n++ }
+	END { printf "rounds %d: wall %.3f s/round, slowest worker %.3f s, overhead %.3f s = %.1f%% (target < 5%%)\n",
+	      n, w / n, c / n, o / n, 100 * o / w }' "$tmp/run/log.tsv"
+
+# The breakdown, each measured alone on the same files.
+t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); awk -v s="$s" -v e="$e" 'BEGIN { printf "%.4f", e - s }'; }
+w=$tmp/run/w-0001.safetensors
+start=$(t sn-sgd --help)
+one=$(t sn-sgd -q -w "$w" -d "$tmp/shards/shard-000.safetensors" -o "$tmp/x.safetensors" --iters 1 --threads 1)
+avg=$(t sn-average "$tmp"/run/r-0001/[0-9]*.safetensors -o "$tmp/avg.safetensors")
+par=$(t parallel --will-cite -j 2 true ::: 1 2 3 4)
+printf 'process start (sn-sgd --help): %s s\n' "$start"
+printf 'sn-sgd of 1 step (start, read weights + shard, write weights + state): %s s\n' "$one"
+printf 'sn-average of 4 LeNet weight files: %s s\n' "$avg"
+printf 'GNU parallel starting 4 empty jobs: %s s\n' "$par"
