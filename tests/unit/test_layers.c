@@ -1,0 +1,727 @@
+/* Unit tests for lib/layers: every kind's backward against central finite
+ * differences of its forward, the fast conv and dense kernels against the
+ * naive ones, output-shape rules, PyTorch semantics, setup errors. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <cmocka.h>
+
+#include "layers.h"
+#include "rng.h"
+
+/* ---- fixtures -------------------------------------------------------- */
+
+static sn_shape chw(int64_t c, int64_t h, int64_t w) { return (sn_shape){3, {c, h, w}}; }
+static sn_shape vec(int64_t d) { return (sn_shape){1, {d, 0, 0}}; }
+
+static sn_layer layer(const char *kind, sn_shape in)
+{
+	sn_layer l;
+	memset(&l, 0, sizeof l);
+	l.kind = sn_layer_kind_find(kind);
+	assert_non_null(l.kind);
+	snprintf(l.name, sizeof l.name, "%s1", kind);
+	l.in = in;
+	return l;
+}
+
+static void opt(sn_layer *l, enum sn_opt o, double v)
+{
+	l->opt[o] = v;
+	l->opt_set |= 1u << o;
+}
+
+/* A layer ready to run on B examples: setup done, parameters filled with
+ * random values (batchnorm variances positive), workspaces allocated. */
+typedef struct {
+	sn_layer l;
+	int B;
+	float *scratch;
+	int64_t nin, nout;     /* floats per batch */
+} fixture;
+
+static float *floats(int64_t n)
+{
+	float *p = calloc(n > 0 ? (size_t)n : 1, sizeof *p);
+	assert_non_null(p);
+	return p;
+}
+
+static void fill(float *x, int64_t n, sn_rng *r, float lo, float hi)
+{
+	for (int64_t i = 0; i < n; i++)
+		x[i] = lo + (hi - lo) * sn_rng_uniform(r);
+}
+
+static void prepare(fixture *f, sn_layer l, int B, uint64_t seed)
+{
+	sn_rng r;
+	sn_rng_seed(&r, seed);
+	f->l = l;
+	f->B = B;
+	assert_int_equal(f->l.kind->setup(&f->l), 0);
+	for (int i = 0; i < f->l.nparams; i++) {
+		const sn_param_desc *d = &f->l.params[i];
+		f->l.w[i] = floats(d->numel);
+		if (d->init == SN_INIT_ONE)
+			fill(f->l.w[i], d->numel, &r, 0.5f, 1.5f);
+		else
+			fill(f->l.w[i], d->numel, &r, -0.5f, 0.5f);
+		f->l.dw[i] = d->trainable ? floats(d->numel) : NULL;
+	}
+	f->l.saved = floats(f->l.saved_per_example * B + f->l.saved_fixed);
+	f->scratch = floats(f->l.scratch_per_example * B + f->l.scratch_fixed);
+	f->nin = sn_shape_size(&f->l.in) * B;
+	f->nout = sn_shape_size(&f->l.out) * B;
+}
+
+static void release(fixture *f)
+{
+	for (int i = 0; i < f->l.nparams; i++) {
+		free(f->l.w[i]);
+		free(f->l.dw[i]);
+	}
+	free(f->l.saved);
+	free(f->scratch);
+}
+
+/* ---- gradient check -------------------------------------------------- */
+
+typedef struct {
+	fixture *f;
+	const float *R;           /* L = sum(out * R), or the mean loss */
+	const int32_t *labels;
+	float *out;
+} objective;
+
+/* Dropout draws its mask from a generator re-seeded identically for every
+ * evaluation, so the function being differentiated stays fixed. */
+static double evaluate(objective *o, const float *in)
+{
+	sn_rng r;
+	sn_rng_seed(&r, 99);
+	sn_pass p = {.training = 1, .rng = &r, .scratch = o->f->scratch, .labels = o->labels};
+	o->f->l.kind->forward(&o->f->l, in, o->out, o->f->B, &p);
+	if (o->f->l.kind->is_loss)
+		return p.loss;
+	double sum = 0;
+	for (int64_t i = 0; i < o->f->nout; i++)
+		sum += (double)o->out[i] * o->R[i];
+	return sum;
+}
+
+static int agree(double numeric, double analytic)
+{
+	return fabs(numeric - analytic) <= 2e-2 * fmax(fabs(numeric), fabs(analytic)) + 2e-3;
+}
+
+/* d evaluate / d x[j] by central differences, x perturbed in place. */
+static double numeric(objective *o, float *in, float *x, int64_t j, float h)
+{
+	const float keep = x[j];
+	x[j] = keep + h;
+	double up = evaluate(o, in);
+	x[j] = keep - h;
+	double down = evaluate(o, in);
+	x[j] = keep;
+	return (up - down) / (2.0 * (double)h);
+}
+
+static int check_all(objective *o, float *in, float *x, const float *analytic, int64_t n,
+		     const char *what, float h)
+{
+	int bad = 0;
+	for (int64_t j = 0; j < n; j++) {
+		double num = numeric(o, in, x, j, h);
+		if (!agree(num, analytic[j]) && bad++ < 5)
+			print_error("%s %s[%lld]: numeric %.6g, backward %.6g\n",
+				    o->f->l.kind->name, what, (long long)j, num, analytic[j]);
+	}
+	return bad;
+}
+
+static void gradcheck(fixture *f, float *in, float h)
+{
+	sn_rng r;
+	sn_rng_seed(&r, 7);
+	float *R = floats(f->nout), *din = floats(f->nin);
+	int32_t *labels = calloc((size_t)f->B, sizeof *labels);
+	assert_non_null(labels);
+	fill(R, f->nout, &r, -1.0f, 1.0f);
+	for (int b = 0; b < f->B; b++)
+		labels[b] = (int32_t)sn_rng_below(&r, (uint64_t)f->l.out.d[0]);
+	objective o = {f, R, labels, floats(f->nout)};
+
+	(void)evaluate(&o, in);
+	sn_pass p = {.training = 1, .scratch = f->scratch, .labels = labels};
+	for (int i = 0; i < f->l.nparams; i++)
+		if (f->l.dw[i])
+			memset(f->l.dw[i], 0, (size_t)f->l.params[i].numel * sizeof(float));
+	f->l.kind->backward(&f->l, in, o.out, R, din, f->B, &p);
+
+	int bad = check_all(&o, in, in, din, f->nin, "input", h);
+	for (int i = 0; i < f->l.nparams; i++)
+		if (f->l.dw[i])
+			bad += check_all(&o, in, f->l.w[i], f->l.dw[i], f->l.params[i].numel,
+					 f->l.params[i].suffix, h);
+	assert_int_equal(bad, 0);
+	free(R);
+	free(din);
+	free(labels);
+	free(o.out);
+}
+
+/* Inputs away from the kinks of relu-like functions. */
+static float *inputs_off_zero(const fixture *f, uint64_t seed)
+{
+	sn_rng r;
+	sn_rng_seed(&r, seed);
+	float *x = floats(f->nin);
+	for (int64_t i = 0; i < f->nin; i++)
+		x[i] = (sn_rng_uniform(&r) < 0.5f ? -1.0f : 1.0f) * (0.1f + sn_rng_uniform(&r));
+	return x;
+}
+
+/* Distinct inputs spaced 0.05 apart, so no max-pooling window has a tie
+ * that a step of 1e-2 could flip. */
+static float *inputs_without_ties(const fixture *f, uint64_t seed)
+{
+	sn_rng r;
+	sn_rng_seed(&r, seed);
+	int64_t *idx = calloc((size_t)f->nin, sizeof *idx);
+	assert_non_null(idx);
+	for (int64_t i = 0; i < f->nin; i++)
+		idx[i] = i;
+	sn_rng_shuffle(&r, idx, f->nin);
+	float *x = floats(f->nin);
+	for (int64_t i = 0; i < f->nin; i++)
+		x[i] = 0.05f * (float)(idx[i] - f->nin / 2);
+	free(idx);
+	return x;
+}
+
+static float *inputs_uniform(const fixture *f, uint64_t seed)
+{
+	sn_rng r;
+	sn_rng_seed(&r, seed);
+	float *x = floats(f->nin);
+	fill(x, f->nin, &r, -1.0f, 1.0f);
+	return x;
+}
+
+static void check_kind(sn_layer l, int B, float *(*make)(const fixture *, uint64_t))
+{
+	fixture f;
+	prepare(&f, l, B, 3);
+	float *in = make(&f, 5);
+	gradcheck(&f, in, 1e-2f);
+	free(in);
+	release(&f);
+}
+
+/* ---- gradients of every kind ----------------------------------------- */
+
+static void conv_gradients_match_finite_differences(void **state)
+{
+	(void)state;
+	sn_layer l = layer("conv", chw(2, 7, 6));
+	opt(&l, SN_OPT_FILTERS, 3);
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_STRIDE, 2);
+	opt(&l, SN_OPT_PAD, 1);
+	check_kind(l, 2, inputs_uniform);
+
+	l = layer("conv", chw(3, 5, 4));   /* stride 1, no pad, no bias */
+	opt(&l, SN_OPT_FILTERS, 2);
+	opt(&l, SN_OPT_KERNEL, 2);
+	opt(&l, SN_OPT_BIAS, 0);
+	check_kind(l, 3, inputs_uniform);
+
+	l = layer("conv", chw(1, 6, 5));   /* pad 2 wider than the stride */
+	opt(&l, SN_OPT_FILTERS, 2);
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_STRIDE, 3);
+	opt(&l, SN_OPT_PAD, 2);
+	check_kind(l, 2, inputs_uniform);
+}
+
+static void pool_gradients_match_finite_differences(void **state)
+{
+	(void)state;
+	sn_layer l = layer("maxpool", chw(2, 7, 6));
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_STRIDE, 2);
+	opt(&l, SN_OPT_PAD, 1);
+	check_kind(l, 2, inputs_without_ties);
+
+	l = layer("maxpool", chw(3, 5, 5));   /* stride defaults to the kernel */
+	opt(&l, SN_OPT_KERNEL, 2);
+	check_kind(l, 2, inputs_without_ties);
+
+	l = layer("avgpool", chw(2, 7, 6));
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_STRIDE, 2);
+	opt(&l, SN_OPT_PAD, 1);
+	check_kind(l, 2, inputs_uniform);
+
+	l = layer("avgpool", chw(2, 5, 4));   /* overlapping windows */
+	opt(&l, SN_OPT_KERNEL, 2);
+	opt(&l, SN_OPT_STRIDE, 1);
+	check_kind(l, 3, inputs_uniform);
+
+	check_kind(layer("global_avgpool", chw(3, 4, 5)), 2, inputs_uniform);
+}
+
+static void dense_gradients_match_finite_differences(void **state)
+{
+	(void)state;
+	sn_layer l = layer("dense", vec(7));
+	opt(&l, SN_OPT_UNITS, 5);
+	check_kind(l, 3, inputs_uniform);
+
+	l = layer("dense", chw(2, 3, 2));     /* flattens [C,H,W] */
+	opt(&l, SN_OPT_UNITS, 4);
+	opt(&l, SN_OPT_BIAS, 0);
+	check_kind(l, 2, inputs_uniform);
+}
+
+static void activation_gradients_match_finite_differences(void **state)
+{
+	(void)state;
+	check_kind(layer("relu", chw(2, 3, 3)), 2, inputs_off_zero);
+	sn_layer l = layer("leaky_relu", vec(11));
+	check_kind(l, 3, inputs_off_zero);
+	opt(&l, SN_OPT_SLOPE, 0.2);
+	check_kind(l, 3, inputs_off_zero);
+	check_kind(layer("tanh", vec(9)), 2, inputs_uniform);
+	check_kind(layer("sigmoid", chw(2, 2, 3)), 2, inputs_uniform);
+	check_kind(layer("flatten", chw(2, 3, 2)), 2, inputs_uniform);
+}
+
+static void dropout_gradient_matches_finite_differences(void **state)
+{
+	(void)state;
+	sn_layer l = layer("dropout", vec(20));
+	check_kind(l, 3, inputs_uniform);
+	opt(&l, SN_OPT_RATE, 0.25);
+	check_kind(l, 2, inputs_uniform);
+}
+
+static void batchnorm_gradients_match_finite_differences(void **state)
+{
+	(void)state;
+	check_kind(layer("batchnorm", chw(3, 3, 2)), 2, inputs_uniform);
+	check_kind(layer("batchnorm", vec(5)), 4, inputs_uniform);
+}
+
+static void loss_gradient_matches_finite_differences(void **state)
+{
+	(void)state;
+	check_kind(layer("softmax_cross_entropy", vec(6)), 4, inputs_uniform);
+}
+
+/* ---- fast kernels against the naive ones ----------------------------- */
+
+static void run_forward(fixture *f, const float *in, float *out, int training)
+{
+	sn_rng r;
+	sn_rng_seed(&r, 1);
+	sn_pass p = {.training = training, .rng = &r, .scratch = f->scratch};
+	f->l.kind->forward(&f->l, in, out, f->B, &p);
+}
+
+static void expect_close(const float *a, const float *b, int64_t n, double tol)
+{
+	for (int64_t i = 0; i < n; i++)
+		if (fabs((double)a[i] - b[i]) > tol * (1.0 + fabs((double)b[i]))) {
+			print_error("element %lld: %.7g vs %.7g\n", (long long)i, a[i], b[i]);
+			fail();
+		}
+}
+
+static void compare_with_naive(sn_layer l, int B,
+			       void (*naive)(const sn_layer *, const float *, float *, int))
+{
+	fixture f;
+	prepare(&f, l, B, 11);
+	float *in = inputs_uniform(&f, 12), *fast = floats(f.nout), *ref = floats(f.nout);
+	run_forward(&f, in, fast, 1);
+	naive(&f.l, in, ref, B);
+	expect_close(fast, ref, f.nout, 1e-5);
+	/* the same inputs give the same bits */
+	float *again = floats(f.nout);
+	run_forward(&f, in, again, 1);
+	assert_memory_equal(fast, again, (size_t)f.nout * sizeof *fast);
+	free(in), free(fast), free(ref), free(again);
+	release(&f);
+}
+
+static void conv_agrees_with_the_naive_convolution(void **state)
+{
+	(void)state;
+	static const int shapes[][7] = {
+		/* C, H, W, F, k, stride, pad */
+		{1, 28, 28, 20, 5, 1, 0}, {20, 12, 12, 50, 5, 1, 0}, {3, 13, 11, 5, 5, 1, 2},
+		{2, 9, 10, 4, 3, 2, 1}, {4, 8, 7, 3, 1, 1, 0}, {2, 10, 9, 3, 4, 3, 2},
+		{1, 3, 3, 2, 3, 1, 0},
+	};
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const int *s = shapes[i];
+		sn_layer l = layer("conv", chw(s[0], s[1], s[2]));
+		opt(&l, SN_OPT_FILTERS, s[3]);
+		opt(&l, SN_OPT_KERNEL, s[4]);
+		opt(&l, SN_OPT_STRIDE, s[5]);
+		opt(&l, SN_OPT_PAD, s[6]);
+		compare_with_naive(l, i % 2 ? 3 : 2, sn_conv_forward_naive);
+	}
+}
+
+static void dense_agrees_with_the_naive_product(void **state)
+{
+	(void)state;
+	sn_layer l = layer("dense", vec(7));
+	opt(&l, SN_OPT_UNITS, 5);
+	compare_with_naive(l, 1, sn_dense_forward_naive);
+	l = layer("dense", chw(3, 4, 5));
+	opt(&l, SN_OPT_UNITS, 11);
+	compare_with_naive(l, 9, sn_dense_forward_naive);
+	opt(&l, SN_OPT_BIAS, 0);
+	compare_with_naive(l, 4, sn_dense_forward_naive);
+	l = layer("dense", vec(800));
+	opt(&l, SN_OPT_UNITS, 500);
+	compare_with_naive(l, 64, sn_dense_forward_naive);
+}
+
+/* ---- shapes and parameter tables ------------------------------------- */
+
+static sn_shape out_shape(sn_layer l)
+{
+	assert_int_equal(l.kind->setup(&l), 0);
+	return l.out;
+}
+
+static void assert_shape(sn_shape s, int ndim, int64_t a, int64_t b, int64_t c)
+{
+	assert_int_equal(s.ndim, ndim);
+	assert_int_equal(s.d[0], a);
+	if (ndim == 3) {
+		assert_int_equal(s.d[1], b);
+		assert_int_equal(s.d[2], c);
+	}
+}
+
+static void output_shapes_follow_the_floor_rule(void **state)
+{
+	(void)state;
+	sn_layer l = layer("conv", chw(1, 28, 28));
+	opt(&l, SN_OPT_FILTERS, 20);
+	opt(&l, SN_OPT_KERNEL, 5);
+	assert_shape(out_shape(l), 3, 20, 24, 24);
+	l = layer("conv", chw(2, 7, 6));
+	opt(&l, SN_OPT_FILTERS, 3);
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_STRIDE, 2);
+	opt(&l, SN_OPT_PAD, 1);
+	assert_shape(out_shape(l), 3, 3, 4, 3);
+
+	l = layer("maxpool", chw(20, 24, 24));
+	opt(&l, SN_OPT_KERNEL, 2);
+	assert_shape(out_shape(l), 3, 20, 12, 12);
+	l = layer("avgpool", chw(4, 7, 9));
+	opt(&l, SN_OPT_KERNEL, 2);
+	assert_shape(out_shape(l), 3, 4, 3, 4);
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_STRIDE, 2);
+	opt(&l, SN_OPT_PAD, 1);
+	assert_shape(out_shape(l), 3, 4, 4, 5);
+
+	assert_shape(out_shape(layer("global_avgpool", chw(8, 5, 3))), 1, 8, 0, 0);
+	assert_shape(out_shape(layer("flatten", chw(50, 4, 4))), 1, 800, 0, 0);
+	assert_shape(out_shape(layer("relu", chw(2, 3, 4))), 3, 2, 3, 4);
+	assert_shape(out_shape(layer("batchnorm", vec(6))), 1, 6, 0, 0);
+	assert_shape(out_shape(layer("softmax_cross_entropy", vec(10))), 1, 10, 0, 0);
+}
+
+static void params_use_pytorch_shapes(void **state)
+{
+	(void)state;
+	sn_layer l = layer("conv", chw(3, 8, 8));
+	opt(&l, SN_OPT_FILTERS, 6);
+	opt(&l, SN_OPT_KERNEL, 5);
+	assert_int_equal(l.kind->setup(&l), 0);
+	assert_int_equal(l.nparams, 2);
+	assert_string_equal(l.params[0].suffix, "weight");
+	assert_int_equal(l.params[0].ndim, 4);
+	int64_t ws[4] = {6, 3, 5, 5};
+	assert_memory_equal(l.params[0].shape, ws, sizeof ws);
+	assert_int_equal(l.params[0].numel, 450);
+	assert_int_equal(l.params[0].fan_in, 75);
+	assert_int_equal(l.params[0].fan_out, 150);
+	assert_string_equal(l.params[1].suffix, "bias");
+	assert_int_equal(l.params[1].init, SN_INIT_ZERO);
+	/* one multiply-add per weight per output position, 2 FLOPs each */
+	assert_int_equal(l.flops_forward, 2 * 450 * 16 + 6 * 16);
+	assert_string_equal(l.kind->name_prefix, "conv");
+
+	l = layer("dense", chw(50, 4, 4));
+	opt(&l, SN_OPT_UNITS, 500);
+	opt(&l, SN_OPT_BIAS, 0);
+	assert_int_equal(l.kind->setup(&l), 0);
+	assert_int_equal(l.nparams, 1);
+	assert_int_equal(l.params[0].shape[0], 500);
+	assert_int_equal(l.params[0].shape[1], 800);
+	assert_string_equal(l.kind->name_prefix, "fc");
+
+	l = layer("batchnorm", chw(4, 2, 2));
+	assert_int_equal(l.kind->setup(&l), 0);
+	assert_int_equal(l.nparams, 4);
+	const char *names[] = {"weight", "bias", "running_mean", "running_var"};
+	const int trainable[] = {1, 1, 0, 0};
+	const enum sn_init inits[] = {SN_INIT_ONE, SN_INIT_ZERO, SN_INIT_ZERO, SN_INIT_ONE};
+	for (int i = 0; i < 4; i++) {
+		assert_string_equal(l.params[i].suffix, names[i]);
+		assert_int_equal(l.params[i].trainable, trainable[i]);
+		assert_int_equal(l.params[i].init, inits[i]);
+		assert_int_equal(l.params[i].numel, 4);
+	}
+	assert_string_equal(l.kind->name_prefix, "bn");
+	assert_null(sn_layer_kind_find("relu")->name_prefix);
+	assert_null(sn_layer_kind_find("convv"));
+}
+
+static void every_kind_is_listed_once(void **state)
+{
+	(void)state;
+	const char *want[] = {"conv", "maxpool", "avgpool", "global_avgpool", "dense", "relu",
+			      "leaky_relu", "tanh", "sigmoid", "dropout", "batchnorm",
+			      "flatten", "softmax_cross_entropy"};
+	int n = 0;
+	while (sn_layer_kinds[n])
+		n++;
+	assert_int_equal(n, sizeof want / sizeof want[0]);
+	for (int i = 0; i < n; i++) {
+		assert_non_null(sn_layer_kind_find(want[i]));
+		assert_int_equal(sn_layer_kinds[i]->is_loss, strcmp(want[i], "softmax_cross_entropy") == 0);
+	}
+	for (int o = 0; o < SN_OPT_COUNT; o++)
+		assert_non_null(sn_opt_names[o]);
+	assert_string_equal(sn_opt_names[SN_OPT_KERNEL], "kernel");
+}
+
+/* ---- PyTorch semantics ----------------------------------------------- */
+
+static void avgpool_counts_the_padding(void **state)
+{
+	(void)state;
+	fixture f;
+	sn_layer l = layer("avgpool", chw(1, 4, 4));
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_STRIDE, 1);
+	opt(&l, SN_OPT_PAD, 1);
+	prepare(&f, l, 1, 1);
+	float in[16], out[16];
+	for (int i = 0; i < 16; i++)
+		in[i] = 1.0f;
+	run_forward(&f, in, out, 0);
+	assert_float_equal(out[0], 4.0f / 9.0f, 1e-6);   /* corner: 4 of 9 real */
+	assert_float_equal(out[1], 6.0f / 9.0f, 1e-6);   /* edge */
+	assert_float_equal(out[5], 1.0f, 1e-6);          /* inside */
+	release(&f);
+}
+
+static void maxpool_pads_with_minus_infinity_and_keeps_nan(void **state)
+{
+	(void)state;
+	fixture f;
+	sn_layer l = layer("maxpool", chw(1, 4, 4));
+	opt(&l, SN_OPT_KERNEL, 2);
+	opt(&l, SN_OPT_STRIDE, 2);
+	opt(&l, SN_OPT_PAD, 1);
+	prepare(&f, l, 1, 1);
+	float in[16], out[9];
+	for (int i = 0; i < 16; i++)
+		in[i] = -1.0f - (float)i;
+	run_forward(&f, in, out, 0);
+	assert_float_equal(out[0], -1.0f, 0);   /* not the padding's 0 */
+	assert_float_equal(out[8], -16.0f, 0);
+	in[5] = NAN;
+	run_forward(&f, in, out, 0);
+	assert_true(isnan(out[4]));
+	release(&f);
+}
+
+static void dropout_scales_kept_values_and_is_identity_in_eval(void **state)
+{
+	(void)state;
+	fixture f;
+	sn_layer l = layer("dropout", vec(1000));
+	opt(&l, SN_OPT_RATE, 0.2);
+	prepare(&f, l, 4, 1);
+	float *in = floats(f.nin), *out = floats(f.nout);
+	for (int64_t i = 0; i < f.nin; i++)
+		in[i] = 1.0f + (float)(i % 7);
+	run_forward(&f, in, out, 0);
+	assert_memory_equal(in, out, (size_t)f.nin * sizeof *in);
+	run_forward(&f, in, out, 1);
+	int64_t kept = 0;
+	for (int64_t i = 0; i < f.nin; i++)
+		if (out[i] != 0.0f) {
+			kept++;
+			assert_float_equal(out[i], in[i] / 0.8f, 1e-5);
+		}
+	assert_in_range(kept, 3000, 3400);     /* 3200 expected */
+	free(in), free(out);
+	release(&f);
+}
+
+static void batchnorm_updates_running_statistics_like_pytorch(void **state)
+{
+	(void)state;
+	fixture f;
+	prepare(&f, layer("batchnorm", chw(1, 1, 2)), 2, 1);
+	f.l.w[0][0] = 1, f.l.w[1][0] = 0, f.l.w[2][0] = 0, f.l.w[3][0] = 1;
+	const float in[4] = {1, 2, 3, 6};     /* mean 3, biased var 3.5, unbiased 14/3 */
+	float out[4];
+	run_forward(&f, in, out, 1);
+	assert_float_equal(f.l.w[2][0], 0.3f, 1e-6);
+	assert_float_equal(f.l.w[3][0], 0.9f + 0.1f * 14.0f / 3.0f, 1e-6);
+	assert_float_equal(out[3], 3.0 / sqrt(3.5 + 1e-5), 1e-5);
+	run_forward(&f, in, out, 0);          /* eval: running statistics */
+	assert_float_equal(out[3], (6.0 - 0.3) / sqrt(0.9 + 0.1 * 14.0 / 3.0 + 1e-5), 1e-5);
+	release(&f);
+}
+
+static void loss_is_stable_for_large_logits(void **state)
+{
+	(void)state;
+	fixture f;
+	prepare(&f, layer("softmax_cross_entropy", vec(3)), 2, 1);
+	const float in[6] = {1000, -1000, 0, 1000, -1000, 0};
+	const int32_t y[2] = {0, 1};
+	float out[6];
+	sn_pass p = {.training = 1, .scratch = f.scratch, .labels = y};
+	f.l.kind->forward(&f.l, in, out, 2, &p);
+	assert_float_equal(p.loss, 1000.0, 1e-3);   /* (0 + 2000) / 2 */
+	assert_float_equal(out[0], 1.0f, 1e-6);
+	p.labels = NULL;
+	p.loss = -1;
+	f.l.kind->forward(&f.l, in, out, 2, &p);
+	assert_float_equal(p.loss, 0.0, 0);
+	const int32_t wrong[2] = {0, 3};
+	p.labels = wrong;
+	f.l.kind->forward(&f.l, in, out, 2, &p);
+	assert_true(isnan(p.loss));
+	release(&f);
+}
+
+static void relu_passes_nan_on(void **state)
+{
+	(void)state;
+	fixture f;
+	prepare(&f, layer("relu", vec(3)), 1, 1);
+	const float in[3] = {-1, NAN, 2};
+	float out[3];
+	run_forward(&f, in, out, 0);
+	assert_float_equal(out[0], 0, 0);
+	assert_true(isnan(out[1]));
+	assert_float_equal(out[2], 2, 0);
+	release(&f);
+}
+
+/* ---- setup errors ---------------------------------------------------- */
+
+static void expect_setup_error(sn_layer l, const char *detail)
+{
+	sn_errclear();
+	assert_int_equal(l.kind->setup(&l), SN_ENET);
+	if (!strstr(sn_errdetail(), detail)) {
+		print_error("detail \"%s\" lacks \"%s\"\n", sn_errdetail(), detail);
+		fail();
+	}
+}
+
+static void bad_options_are_refused_with_a_reason(void **state)
+{
+	(void)state;
+	sn_layer l = layer("conv", chw(1, 5, 5));
+	expect_setup_error(l, "filters is required");
+	opt(&l, SN_OPT_FILTERS, 4);
+	expect_setup_error(l, "kernel is required");
+	opt(&l, SN_OPT_KERNEL, -3);
+	expect_setup_error(l, "kernel -3 must be positive");
+	opt(&l, SN_OPT_KERNEL, 2.5);
+	expect_setup_error(l, "kernel 2.5 must be an integer");
+	opt(&l, SN_OPT_KERNEL, 7);
+	expect_setup_error(l, "kernel 7 larger than padded input 5x5");
+	opt(&l, SN_OPT_PAD, 1);
+	assert_int_equal(l.kind->setup(&l), 0);
+	opt(&l, SN_OPT_STRIDE, 0);
+	expect_setup_error(l, "stride 0 must be positive");
+	opt(&l, SN_OPT_STRIDE, 1);
+	opt(&l, SN_OPT_BIAS, 2);
+	expect_setup_error(l, "bias 2 must be 0 or 1");
+	opt(&l, SN_OPT_FILTERS, 1e12);
+	expect_setup_error(l, "filters 1e+12 is too large");
+	expect_setup_error(layer("conv", vec(10)), "needs [C,H,W] input");
+
+	l = layer("maxpool", chw(1, 4, 4));
+	expect_setup_error(l, "kernel is required");
+	opt(&l, SN_OPT_KERNEL, 2);
+	opt(&l, SN_OPT_PAD, 2);
+	expect_setup_error(l, "pad 2 larger than half the kernel 2");
+	opt(&l, SN_OPT_PAD, -1);
+	expect_setup_error(l, "pad -1 must be at least 0");
+	l = layer("avgpool", chw(1, 4, 4));
+	opt(&l, SN_OPT_KERNEL, 5);
+	expect_setup_error(l, "kernel 5 larger than padded input 4x4");
+
+	expect_setup_error(layer("dense", vec(4)), "units is required");
+	l = layer("dropout", vec(4));
+	opt(&l, SN_OPT_RATE, 1.0);
+	expect_setup_error(l, "rate 1 must be in [0, 1)");
+	opt(&l, SN_OPT_RATE, -0.1);
+	expect_setup_error(l, "rate -0.1 must be in [0, 1)");
+	l = layer("batchnorm", vec(4));
+	opt(&l, SN_OPT_EPS, 0);
+	expect_setup_error(l, "eps 0 must be positive");
+	l = layer("batchnorm", vec(4));
+	opt(&l, SN_OPT_MOMENTUM, 1.5);
+	expect_setup_error(l, "momentum 1.5 must be in [0, 1]");
+	l = layer("leaky_relu", vec(4));
+	opt(&l, SN_OPT_SLOPE, INFINITY);
+	expect_setup_error(l, "slope inf must be finite");
+	expect_setup_error(layer("softmax_cross_entropy", chw(10, 1, 1)), "needs [classes] input");
+	expect_setup_error(layer("softmax_cross_entropy", vec(1)), "at least 2 classes");
+	expect_setup_error(layer("global_avgpool", vec(3)), "needs [C,H,W] input");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(conv_gradients_match_finite_differences),
+		cmocka_unit_test(pool_gradients_match_finite_differences),
+		cmocka_unit_test(dense_gradients_match_finite_differences),
+		cmocka_unit_test(activation_gradients_match_finite_differences),
+		cmocka_unit_test(dropout_gradient_matches_finite_differences),
+		cmocka_unit_test(batchnorm_gradients_match_finite_differences),
+		cmocka_unit_test(loss_gradient_matches_finite_differences),
+		cmocka_unit_test(conv_agrees_with_the_naive_convolution),
+		cmocka_unit_test(dense_agrees_with_the_naive_product),
+		cmocka_unit_test(output_shapes_follow_the_floor_rule),
+		cmocka_unit_test(params_use_pytorch_shapes),
+		cmocka_unit_test(every_kind_is_listed_once),
+		cmocka_unit_test(avgpool_counts_the_padding),
+		cmocka_unit_test(maxpool_pads_with_minus_infinity_and_keeps_nan),
+		cmocka_unit_test(dropout_scales_kept_values_and_is_identity_in_eval),
+		cmocka_unit_test(batchnorm_updates_running_statistics_like_pytorch),
+		cmocka_unit_test(loss_is_stable_for_large_logits),
+		cmocka_unit_test(relu_passes_nan_on),
+		cmocka_unit_test(bad_options_are_refused_with_a_reason),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
