@@ -4,10 +4,17 @@
 
 load helper
 
+setup_file() {
+	# numpy may live only in Debian's python, not in one earlier on PATH
+	for p in /usr/bin/python3 python3; do
+		if "$p" -c 'import numpy' 2>/dev/null; then export PY=$p; break; fi
+	done
+}
+
 # mkw FILE SEED [EXAMPLES] [LOSS] [STEPS] [ROUND] [SHAPE_OF_B] [NET]: a weight file
 # with two tensors a[3,4], b[SHAPE] of seeded normals, in safetensors with crc32.
 mkw() {
-	python3 - "$@" <<'PY'
+	"$PY" - "$@" <<'PY'
 import json, struct, sys, zlib
 import numpy as np
 a = sys.argv[1:] + [None] * 8
@@ -34,7 +41,7 @@ PY
 # py 'expr' FILES...: evaluate python with rd(path) -> (tensors dict, metadata)
 py() {
 	local code=$1; shift
-	python3 - "$@" <<PY
+	"$PY" - "$@" <<PY
 import json, struct, sys
 import numpy as np
 def rd(p):
@@ -176,7 +183,7 @@ for k in P:
 
 @test "sn-average excludes an input holding NaN or Inf with a warning naming it" {
 	mkw w1 1; mkw w2 2
-	python3 -c '
+	"$PY" -c '
 import json, struct, zlib, numpy as np
 d = np.array([np.nan, 1, 2, 3] * 3, "<f4").tobytes() + np.ones(5, "<f4").tobytes()
 h = {"a": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 48]},
@@ -209,7 +216,7 @@ open("nan", "wb").write(struct.pack("<Q", len(h)) + h + d)'
 	mkw w1 1 10 1.0; mkw w2 2 30 3.0; : >empty
 	run sn-average --json w1 w2 empty -o out
 	[ "$status" -eq 0 ]
-	echo "$output" | grep -v '^sn-average: ' | python3 -c '
+	echo "$output" | grep -v '^sn-average: ' | "$PY" -c '
 import json, sys; j = json.load(sys.stdin)
 assert j["used"] == 2 and j["excluded"] == 1 and j["examples"] == 40, j
 assert abs(j["loss"] - 2.5) < 1e-9, j'
