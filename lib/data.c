@@ -466,7 +466,8 @@ static int kind_sniff(instream *in)
 	size_t n = in->len - in->pos;
 	if (n == 0)
 		return sn_fail(SN_EFORMAT, "empty input");
-	if (n >= 4 && b[0] == 0 && b[1] == 0 && b[2] == 8 && (b[3] == 3 || b[3] == 1))
+	/* any IDX magic (type 0x08..0x0e, 1..4 dims), so a wrong one is named */
+	if (n >= 4 && b[0] == 0 && b[1] == 0 && b[2] >= 8 && b[2] <= 0x0e && b[3] >= 1 && b[3] <= 4)
 		return SN_INPUT_IDX;
 	if (n >= 9 && b[8] == '{' && b[5] == 0 && b[6] == 0 && b[7] == 0)
 		return SN_INPUT_DATA;
