@@ -50,7 +50,7 @@ teardown() {
 	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards" --out run --rounds 1 --iters 3 \
 		--ssh "$SSH" --sshloginfile <(printf 'h1\n# a comment\nh2\n') --remote-path "$SN_BIN" --quiet
 	[ "$status" -eq 0 ]
-	[ -z "$(ls -A "$TMP/hosts/h1/work/.sn-train" "$TMP/hosts/h2/work/.sn-train" 2>/dev/null)" ]
+	[ -z "$(find "$TMP/hosts/h1/work" "$TMP/hosts/h2/work" -mindepth 2)" ]
 	grep -q 'removed' run/events.log
 }
 
