@@ -202,7 +202,7 @@ static int open_inputs(const options *o, run *r)
 		char why[512];
 		snprintf(why, sizeof why, "%s", sn_errdetail());
 		run_free(r);
-		sn_cli_usage_error("%s", why);
+		sn_cli_usage_error("solver: %s", why);
 	}
 	if ((err = sn_data_open(o->data, &r->data)))
 		return sn_cli_error(o->data, err), SN_EXIT_RUNTIME;
@@ -250,10 +250,10 @@ static void print_profile(const run *r, const sn_train_result *res)
 	if (!rows)
 		return;
 	sn_train_profile(&r->model, res->steps, r->solver.batch, rows);
-	fprintf(stderr, "%-12s %-22s %11s %12s %7s %8s\n", "layer", "kind",
+	fprintf(stderr, "%-22s %-22s %11s %12s %7s %8s\n", "layer", "kind",
 		"forward ms", "backward ms", "share%", "GFLOP/s");
 	for (int i = 0; i < n; i++)
-		fprintf(stderr, "%-12s %-22s %11.3f %12.3f %7.1f %8.2f\n", rows[i].name,
+		fprintf(stderr, "%-22s %-22s %11.3f %12.3f %7.1f %8.2f\n", rows[i].name,
 			rows[i].kind, rows[i].forward_ms, rows[i].backward_ms,
 			rows[i].share, rows[i].gflops);
 	free(rows);
