@@ -210,3 +210,30 @@ void sn_tensor_stats_compute(const sn_tensor *t, sn_tensor_stats *s)
 	s->std = sqrt(m2 / (double)finite);
 	s->l2 = sqrt(ss);
 }
+
+static double element_diff(double x, double y)
+{
+	if (isfinite(x) && isfinite(y))
+		return fabs(x - y);
+	if ((isnan(x) && isnan(y)) || x == y)
+		return 0;
+	return INFINITY;
+}
+
+void sn_tensor_diff_compute(const sn_tensor *a, const sn_tensor *b, sn_tensor_diff *d)
+{
+	int64_t n = sn_tensor_numel(a);
+	double max_abs = 0, ss_diff = 0, ss_a = 0;
+	if (sn_tensor_numel(b) < n)
+		n = sn_tensor_numel(b);
+	for (int64_t i = 0; i < n; i++) {
+		double x = sn_tensor_get(a, (size_t)i), e = element_diff(x, sn_tensor_get(b, (size_t)i));
+		if (e > max_abs)
+			max_abs = e;
+		ss_diff += e * e;
+		if (isfinite(x))
+			ss_a += x * x;
+	}
+	d->max_abs = max_abs;
+	d->rel_l2 = ss_diff == 0 ? 0 : ss_a == 0 ? INFINITY : sqrt(ss_diff / ss_a);
+}

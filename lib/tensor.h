@@ -59,4 +59,13 @@ typedef struct {
 } sn_tensor_stats;
 void sn_tensor_stats_compute(const sn_tensor *t, sn_tensor_stats *s);
 
+/* Element-wise comparison of two tensors with the same element count, in
+ * double: max |a-b| and ||a-b|| / ||a|| (0 when both are 0, inf when only a
+ * is).  Equal non-finite values (NaN and NaN, inf and inf) count as equal;
+ * a non-finite value against anything else makes max_abs inf. */
+typedef struct {
+	double max_abs, rel_l2;
+} sn_tensor_diff;
+void sn_tensor_diff_compute(const sn_tensor *a, const sn_tensor *b, sn_tensor_diff *d);
+
 #endif
