@@ -1692,7 +1692,7 @@ static void run_free(run *R, int failed)
 	for (int k = 0; k < nout; k++) {
 		if (R->staged)
 			free(R->staged[k]);
-		if (R->final && (failed || !R->r->files))
+		if (R->final && (failed || !R->r->files || k >= R->r->nfiles))
 			free(R->final[k]);
 	}
 	free(R->staged);
