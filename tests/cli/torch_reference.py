@@ -238,8 +238,11 @@ def cmd_check_sgd(a):
         t = t.astype(np.float64)
         err = np.abs(s - t).max() / max(np.abs(t).max(), 1e-12)
         moved = np.abs(s - w0[k]).max()
+        step_err = np.abs((s - w0[k]) - (t - w0[k])).max() / max(np.abs(t - w0[k]).max(), 1e-30)
         if err > 1e-4:
             bad.append("%s: relative difference %g" % (k, err))
+        elif step_err > 1e-3:
+            bad.append("%s: the update differs by %g relative" % (k, step_err))
         if k.endswith("weight") and moved == 0:
             bad.append("%s did not move" % k)
     print("torch loss before the step %.6f; %d tensors compared" % (loss.item(), len(ref)))
