@@ -5,9 +5,10 @@
  * (dW = dY x cols^T, dcols = W^T x dY).  One wide GEMM keeps OpenBLAS's
  * threads busy even when F and C*k*k are small, as in LeNet.  The GEMM
  * result is [F, B*OH*OW]; copying it to NCHW is a row copy per (b, f),
- * into which the bias add is folded.  The columns are rebuilt in backward
- * rather than kept, so the memory they need is shared scratch, not a
- * per-layer saved area. */
+ * into which the bias add is folded.  The columns live in the layer's saved
+ * area: backward reuses them for dW instead of rebuilding them (im2col is
+ * memory-bound, about as slow as LeNet's small GEMMs), then overwrites them
+ * with dcols. */
 #include "layers.h"
 
 #include <cblas.h>
@@ -63,26 +64,93 @@ static int conv_setup(sn_layer *l)
 	int64_t macs = F * ckk * spatial;
 	l->flops_forward = 2 * macs + (bias ? F * spatial : 0);
 	l->flops_backward = 4 * macs + (bias ? F * spatial : 0);
-	l->saved_per_example = l->saved_fixed = 0;
-	l->scratch_per_example = (ckk + F) * spatial;
+	l->saved_per_example = ckk * spatial;   /* cols, then dcols */
+	l->saved_fixed = 0;
+	l->scratch_per_example = F * spatial;   /* the GEMM's [F, B*OH*OW] */
 	l->scratch_fixed = 0;
 	return 0;
 }
 
-/* The output columns [ow0, ow1) whose input column ow*stride - pad + kj lies
- * inside [0, W); the others read the zero padding. */
-static void valid_range(const conv_geom *g, int64_t kj, int64_t *ow0, int64_t *ow1)
+/* The outputs [o0, o1) along one axis whose input o*stride - pad + kk lies
+ * inside [0, n); the others read the zero padding. */
+static void valid_range(const conv_geom *g, int64_t kk, int64_t n, int64_t outs,
+			int64_t *o0, int64_t *o1)
 {
-	int64_t lo = g->pad - kj, hi = g->W + g->pad - kj; /* ow*stride in [lo, hi) */
-	*ow0 = lo <= 0 ? 0 : (lo + g->stride - 1) / g->stride;
-	*ow1 = hi <= 0 ? 0 : (hi + g->stride - 1) / g->stride;
-	if (*ow1 > g->OW)
-		*ow1 = g->OW;
-	if (*ow0 > *ow1)
-		*ow0 = *ow1;
+	int64_t lo = g->pad - kk, hi = n + g->pad - kk;   /* o*stride in [lo, hi) */
+	*o0 = lo <= 0 ? 0 : (lo + g->stride - 1) / g->stride;
+	*o1 = hi <= 0 ? 0 : (hi + g->stride - 1) / g->stride;
+	if (*o1 > outs)
+		*o1 = outs;
+	if (*o0 > *o1)
+		*o0 = *o1;
 }
 
-/* cols[(c*k + ki)*k + kj][b*OH*OW + oh*OW + ow] = in[b][c][ih][iw] or 0. */
+/* Rows of im2col are short (OW floats), too short for a call to memcpy to
+ * pay off.  Fixed 32-byte memcpys become inline vector moves; a plain loop
+ * would be turned back into a call to memmove by the compiler. */
+static inline void copy_floats(float *restrict dst, const float *restrict src, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		memcpy(dst + i, src + i, 8 * sizeof *dst);
+	for (; i < n; i++)
+		dst[i] = src[i];
+}
+
+static inline void add_floats(float *restrict dst, const float *restrict src, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			dst[i + j] += src[i + j];
+	for (; i < n; i++)
+		dst[i] += src[i];
+}
+
+/* One example's part of one im2col row, kernel offset (ki, kj): dst[oh*OW + ow]
+ * = src[(oh*stride - pad + ki)*W + ow*stride - pad + kj], or 0 in the padding.
+ * The valid ranges are worked out once, so the inner loop has no branches. */
+static void gather_row(const conv_geom *g, const float *src, float *dst, int64_t ki,
+		       int64_t kj, const int64_t valid[4])
+{
+	const int64_t oh0 = valid[0], oh1 = valid[1], ow0 = valid[2], ow1 = valid[3];
+	memset(dst, 0, (size_t)(oh0 * g->OW) * sizeof *dst);
+	for (int64_t oh = oh0; oh < oh1; oh++) {
+		float *d = dst + oh * g->OW;
+		const float *s = src + (oh * g->stride - g->pad + ki) * g->W;
+		const int64_t shift = kj - g->pad;
+		for (int64_t ow = 0; ow < ow0; ow++)
+			d[ow] = 0;
+		if (g->stride == 1)
+			copy_floats(d + ow0, s + ow0 + shift, ow1 - ow0);
+		else
+			for (int64_t ow = ow0; ow < ow1; ow++)
+				d[ow] = s[ow * g->stride + shift];
+		for (int64_t ow = ow1; ow < g->OW; ow++)
+			d[ow] = 0;
+	}
+	memset(dst + oh1 * g->OW, 0, (size_t)((g->OH - oh1) * g->OW) * sizeof *dst);
+}
+
+/* The adjoint of gather_row: add dst's values back where they were read. */
+static void scatter_row(const conv_geom *g, const float *src, float *dst, int64_t ki,
+			int64_t kj, const int64_t valid[4])
+{
+	const int64_t oh0 = valid[0], oh1 = valid[1], ow0 = valid[2], ow1 = valid[3];
+	for (int64_t oh = oh0; oh < oh1; oh++) {
+		const float *s = src + oh * g->OW;
+		float *d = dst + (oh * g->stride - g->pad + ki) * g->W;
+		const int64_t shift = kj - g->pad;
+		if (g->stride == 1)
+			add_floats(d + ow0 + shift, s + ow0, ow1 - ow0);
+		else
+			for (int64_t ow = ow0; ow < ow1; ow++)
+				d[ow * g->stride + shift] += s[ow];
+	}
+}
+
+/* cols[(c*k + ki)*k + kj][b*OH*OW + oh*OW + ow] = in[b][c][ih][iw] or 0:
+ * each row is written front to back, one example after another. */
 static void im2col(const conv_geom *g, const float *in, float *cols, int B)
 {
 	const int64_t S = g->OH * g->OW, N = B * S, plane = g->H * g->W;
@@ -90,31 +158,11 @@ static void im2col(const conv_geom *g, const float *in, float *cols, int B)
 		for (int64_t ki = 0; ki < g->k; ki++)
 			for (int64_t kj = 0; kj < g->k; kj++) {
 				float *row = cols + ((c * g->k + ki) * g->k + kj) * N;
-				int64_t ow0, ow1;
-				valid_range(g, kj, &ow0, &ow1);
-				for (int64_t b = 0; b < B; b++) {
-					const float *src = in + (b * g->C + c) * plane;
-					for (int64_t oh = 0; oh < g->OH; oh++) {
-						float *dst = row + b * S + oh * g->OW;
-						int64_t ih = oh * g->stride - g->pad + ki;
-						if (ih < 0 || ih >= g->H) {
-							memset(dst, 0, (size_t)g->OW * sizeof *dst);
-							continue;
-						}
-						const float *s = src + ih * g->W;
-						const int64_t shift = kj - g->pad;
-						for (int64_t ow = 0; ow < ow0; ow++)
-							dst[ow] = 0;
-						if (g->stride == 1)
-							memcpy(dst + ow0, s + ow0 + shift,
-							       (size_t)(ow1 - ow0) * sizeof *dst);
-						else
-							for (int64_t ow = ow0; ow < ow1; ow++)
-								dst[ow] = s[ow * g->stride + shift];
-						for (int64_t ow = ow1; ow < g->OW; ow++)
-							dst[ow] = 0;
-					}
-				}
+				int64_t v[4];
+				valid_range(g, ki, g->H, g->OH, &v[0], &v[1]);
+				valid_range(g, kj, g->W, g->OW, &v[2], &v[3]);
+				for (int64_t b = 0; b < B; b++)
+					gather_row(g, in + (b * g->C + c) * plane, row + b * S, ki, kj, v);
 			}
 }
 
@@ -127,29 +175,36 @@ static void col2im(const conv_geom *g, const float *cols, float *din, int B)
 		for (int64_t ki = 0; ki < g->k; ki++)
 			for (int64_t kj = 0; kj < g->k; kj++) {
 				const float *row = cols + ((c * g->k + ki) * g->k + kj) * N;
-				int64_t ow0, ow1;
-				valid_range(g, kj, &ow0, &ow1);
-				for (int64_t b = 0; b < B; b++) {
-					float *dst = din + (b * g->C + c) * plane;
-					for (int64_t oh = 0; oh < g->OH; oh++) {
-						int64_t ih = oh * g->stride - g->pad + ki;
-						if (ih < 0 || ih >= g->H)
-							continue;
-						const float *src = row + b * S + oh * g->OW;
-						float *d = dst + ih * g->W;
-						const int64_t shift = kj - g->pad;
-						for (int64_t ow = ow0; ow < ow1; ow++)
-							d[ow * g->stride + shift] += src[ow];
-					}
-				}
+				int64_t v[4];
+				valid_range(g, ki, g->H, g->OH, &v[0], &v[1]);
+				valid_range(g, kj, g->W, g->OW, &v[2], &v[3]);
+				for (int64_t b = 0; b < B; b++)
+					scatter_row(g, row + b * S, din + (b * g->C + c) * plane, ki, kj, v);
 			}
+}
+
+/* A sum with eight independent float accumulators: fast enough to hide in
+ * the copy it sits beside, and in a fixed order, so deterministic. */
+static double row_sum(const float *x, int64_t n)
+{
+	float acc[8] = {0};
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			acc[j] += x[i + j];
+	double sum = 0;
+	for (int j = 0; j < 8; j++)
+		sum += acc[j];
+	for (; i < n; i++)
+		sum += x[i];
+	return sum;
 }
 
 static void conv_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	const conv_geom g = geom_of(l);
 	const int64_t S = g.OH * g.OW, N = B * S, ckk = g.C * g.k * g.k;
-	float *cols = p->scratch, *y = cols + ckk * N;
+	float *cols = l->saved, *y = p->scratch;
 	const float *bias = l->nparams > 1 ? l->w[1] : NULL;
 	im2col(&g, in, cols, B);
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.F, (int)N, (int)ckk,
@@ -168,20 +223,22 @@ static void conv_backward(sn_layer *l, const float *in, const float *out,
 			  const float *dout, float *din, int B, sn_pass *p)
 {
 	(void)out;
+	(void)in;
 	const conv_geom g = geom_of(l);
 	const int64_t S = g.OH * g.OW, N = B * S, ckk = g.C * g.k * g.k;
-	float *dy = p->scratch, *cols = dy + g.F * N;
-	for (int64_t b = 0; b < B; b++)
-		for (int64_t f = 0; f < g.F; f++)
-			memcpy(dy + f * N + b * S, dout + (b * g.F + f) * S, (size_t)S * sizeof *dy);
-	if (l->nparams > 1 && l->dw[1])
-		for (int64_t f = 0; f < g.F; f++) {
-			double sum = 0;
-			for (int64_t n = 0; n < N; n++)
-				sum += dy[f * N + n];
-			l->dw[1][f] += (float)sum;
+	float *dy = p->scratch, *cols = l->saved;
+	float *dbias = l->nparams > 1 ? l->dw[1] : NULL;
+	for (int64_t f = 0; f < g.F; f++) {
+		double sum = 0;
+		for (int64_t b = 0; b < B; b++) {
+			const float *src = dout + (b * g.F + f) * S;
+			memcpy(dy + f * N + b * S, src, (size_t)S * sizeof *dy);
+			if (dbias)
+				sum += row_sum(src, S);
 		}
-	im2col(&g, in, cols, B);
+		if (dbias)
+			dbias[f] += (float)sum;
+	}
 	if (l->dw[0])
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.F, (int)ckk, (int)N,
 			    1.0f, dy, (int)N, cols, (int)N, 1.0f, l->dw[0], (int)ckk);
