@@ -117,7 +117,8 @@ int sn_st_add(sn_st *st, const char *name, sn_dtype dtype, int ndim,
 		return sn_fail(SN_EINVAL, "tensor \"%s\": no data", name);
 
 	sn_tensor t = {.dtype = dtype, .ndim = ndim, .nbytes = nbytes, .owned = copy};
-	memcpy(t.shape, shape, (size_t)ndim * sizeof *shape);
+	if (ndim)
+		memcpy(t.shape, shape, (size_t)ndim * sizeof *shape);
 	t.name = strdup(name);
 	if (copy && nbytes) {
 		t.data = malloc(nbytes);
