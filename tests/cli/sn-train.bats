@@ -105,6 +105,14 @@ EOF2
 	[ ! -e run/w-0001.safetensors ]
 }
 
+@test "sn-train exits 3 when every worker diverges" {
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 2 --iters 20 \
+		--lr 1e30 --quiet
+	[ "$status" -eq 3 ]
+	[[ "$output" == *"round 0: every worker diverged"* ]]
+	[ ! -e run/w-0001.safetensors ]
+}
+
 @test "sn-train works with spaces and dashes in paths" {
 	mkdir "my shards"
 	cp "$FX/shards1/shard-000.safetensors" "my shards/"
