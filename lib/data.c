@@ -79,12 +79,22 @@ out:
 	return rc;
 }
 
+/* Label i of y (U8 or I32).  Files from other writers need not align
+ * their tensors, hence memcpy rather than a cast. */
+static int32_t label_at(const sn_tensor *y, int64_t i)
+{
+	if (y->dtype == SN_U8)
+		return ((const uint8_t *)y->data)[i];
+	int32_t v;
+	memcpy(&v, (const char *)y->data + 4 * i, 4);
+	return v;
+}
+
 static int check_labels(const sn_tensor *y, int classes)
 {
 	int64_t n = y->shape[0];
 	for (int64_t i = 0; i < n; i++) {
-		int64_t v = y->dtype == SN_U8 ? ((const uint8_t *)y->data)[i]
-					      : ((const int32_t *)y->data)[i];
+		int64_t v = label_at(y, i);
 		if (v < 0 || v >= classes)
 			return sn_fail(SN_EFORMAT, "label %lld of record %lld outside [0,%d)",
 				       (long long)v, (long long)i, classes);
@@ -210,15 +220,15 @@ void sn_data_batch(const sn_data *d, const int64_t *idx, int B, float *x, int32_
 					out[c * len + j] = (float)in[c * len + j] * s + o;
 			}
 		} else {
-			const float *in = (const float *)d->x->data + idx[b] * e;
+			/* copied first: x of another writer may be misaligned */
+			memcpy(out, (const char *)d->x->data + idx[b] * e * 4, (size_t)e * 4);
 			for (int c = 0; c < g; c++) {
 				float s = scale[c], o = offset[c];
 				for (int64_t j = 0; j < len; j++)
-					out[c * len + j] = in[c * len + j] * s + o;
+					out[c * len + j] = out[c * len + j] * s + o;
 			}
 		}
-		y[b] = d->y->dtype == SN_U8 ? ((const uint8_t *)d->y->data)[idx[b]]
-					    : ((const int32_t *)d->y->data)[idx[b]];
+		y[b] = label_at(d->y, idx[b]);
 	}
 }
 
@@ -950,8 +960,7 @@ static int data_next(source *s, void *x, int32_t *y)
 	if (s->done == s->n)
 		return 0;
 	memcpy(x, (const char *)s->d.x->data + s->done * (int64_t)s->recbytes, s->recbytes);
-	*y = s->d.y->dtype == SN_U8 ? ((const uint8_t *)s->d.y->data)[s->done]
-				    : ((const int32_t *)s->d.y->data)[s->done];
+	*y = label_at(s->d.y, s->done);
 	s->done++;
 	return 1;
 }
@@ -1618,10 +1627,11 @@ static int write_shard(run *R, int k, const int64_t *off, int64_t *order)
 	sn_st_init(&st);
 	int64_t xs[4] = { cnt, R->shape.d[0], R->shape.d[1], R->shape.d[2] };
 	int rc = !x || !y ? sn_fail(SN_ENOMEM, "out of memory") : gather(R, list, cnt, x, y);
-	if (!rc)
-		rc = sn_st_add(&st, "x", R->dt, R->shape.ndim + 1, xs, x, 0);
+	/* y first: then x starts 4-aligned whatever the size of a u8 x */
 	if (!rc)
 		rc = sn_st_add(&st, "y", SN_I32, 1, &cnt, y, 0);
+	if (!rc)
+		rc = sn_st_add(&st, "x", R->dt, R->shape.ndim + 1, xs, x, 0);
 	if (!rc)
 		rc = shard_meta(R, &st, k);
 	if (!rc)

@@ -282,6 +282,17 @@ assert pairs(np.concatenate([t["x"] for t, m in s]), np.concatenate([t["y"] for 
 assert s[0][1]["mean"] == a["mean"] and s[0][1]["std"] == a["std"]'
 }
 
+@test "sn-shard - reads an sn data file from stdin" {
+	mkidx a 12
+	sn-shard a-images --labels a-labels -k 1 -o first 2>/dev/null
+	run sh -c 'sn-shard - -k 3 --round-robin -o second <first/shard-000.safetensors'
+	[ "$status" -eq 0 ]
+	py 's = shards("second"); t, m = rd("first/shard-000.safetensors")
+for k, (u, n) in enumerate(s):
+    assert np.array_equal(u["x"], t["x"][k::3]) and np.array_equal(u["y"], t["y"][k::3])
+    assert n["mean"] == m["mean"]'
+}
+
 @test "sn-shard -o DIR creates the output directory" {
 	mkidx a 10
 	run sn-shard a-images --labels a-labels -k 1 -o deep/er/dir
