@@ -376,9 +376,10 @@ static int one_file(const char *path, const options *o, json_t *out)
 	else if (o->json && err)
 		json_array_append_new(out, json_pack("{s:s, s:s}", "file", path, "error",
 						     sn_errdetail()));
-	if (err && !o->quiet)
+	if (err && !o->quiet) {
+		fflush(stdout);	/* keep the error beside its file's report */
 		sn_cli_error(path, err);
-	else if (o->verify && !o->quiet && !o->json)
+	} else if (o->verify && !o->quiet && !o->json)
 		printf("%s: OK\n", path);
 	if (!err)
 		sn_st_free(&st);
