@@ -86,9 +86,9 @@ assert j["data"][0].endswith("test.safetensors")'
 	EOF
 }
 
-@test "sn-eval gives the same totals whatever the --batch" {
+@test "sn-eval gives the same totals whatever the --batch and --threads" {
 	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json >a.json
-	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json --batch 7 >b.json
+	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json --batch 7 --threads 2 >b.json
 	"$PY" - <<-'EOF'
 	import json
 	a, b = json.load(open("a.json")), json.load(open("b.json"))

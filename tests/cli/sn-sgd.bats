@@ -148,6 +148,18 @@ json_field() { "$PY" -c "import json,sys; print(json.load(open('$1'))['$2'])"; }
 	[[ "$output" == *conv1*conv* ]]
 }
 
+@test "sn-sgd shows progress and a summary on a terminal, and is silent otherwise" {
+	command -v script >/dev/null || skip "script(1) is not installed"
+	args="-w $D/mlp.safetensors -d $D/train.safetensors -o out.safetensors --iters 5"
+	script -qec "sn-sgd $args" /dev/null >tty.txt
+	grep -q 'step 5/5  loss' tty.txt
+	grep -q '5 steps, 320 examples, loss .* images/s -> out.safetensors' tty.txt
+	script -qec "sn-sgd $args -q" /dev/null >quiet.txt
+	[ ! -s quiet.txt ]
+	sn-sgd $args 2>err.txt >out.txt
+	[ ! -s err.txt ] && [ ! -s out.txt ]
+}
+
 @test "sn-sgd -o - writes the weights to stdout" {
 	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o - --iters 2 >out.safetensors
 	[ "$(meta out.safetensors steps)" = 2 ]
