@@ -20,6 +20,7 @@
 #define MAX_INPUT_SIZE (INT64_C(1) << 31)
 #define MAX_PARAMS (INT64_C(1) << 31)
 #define MAX_YAML_BYTES (16u << 20)
+#define MAX_LAYERS 100000
 
 typedef struct {
 	yaml_document_t doc;
@@ -191,11 +192,13 @@ static int parse_solver(parser *p, yaml_node_t *n)
 			err = solver_value(p, v, value, sizeof value);
 		if (err)
 			return err;
+		/* set first: an unknown key fails before the duplicate scan, which
+		 * therefore only ever runs over the few known keys */
+		if (sn_solver_config_set(&p->net->solver, text(k), value))
+			return fail_at(p, k, "solver: %s", sn_errdetail());
 		for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < pr; q++)
 			if (strcmp(text(node(p, q->key)), text(k)) == 0)
 				return fail_at(p, k, "solver: duplicate key \"%s\"", text(k));
-		if (sn_solver_config_set(&p->net->solver, text(k), value))
-			return fail_at(p, k, "solver: %s", sn_errdetail());
 	}
 	if (sn_solver_config_check(&p->net->solver))
 		return fail_at(p, n, "solver: %s", sn_errdetail());
@@ -292,31 +295,69 @@ static int parse_layer(parser *p, yaml_node_t *n, sn_layer *l, int *given)
 	return fail_at(p, n, "expected a layer kind or a mapping with type:, got a sequence");
 }
 
-/* conv1, conv2, fc1 ...: a 1-based counter per prefix, in layer order. */
+typedef struct {
+	const char *name;
+	int index;
+} name_entry;
+
+static int by_name_then_index(const void *a, const void *b)
+{
+	const name_entry *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+	return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+/* Sorting keeps this O(n log n): nets of many layers must not stall here.
+ * The error names the first layer, in file order, whose name was taken. */
+static int check_unique_names(parser *p, const int *given)
+{
+	sn_net *net = p->net;
+	name_entry *e = malloc((size_t)net->nlayers * sizeof *e);
+	if (!e)
+		return sn_fail(SN_ENOMEM, "out of memory for %d layers", net->nlayers);
+	for (int i = 0; i < net->nlayers; i++)
+		e[i] = (name_entry){net->layers[i].name, i};
+	qsort(e, (size_t)net->nlayers, sizeof *e, by_name_then_index);
+	int dup = -1;
+	for (int i = 1; i < net->nlayers; i++)
+		if (strcmp(e[i].name, e[i - 1].name) == 0 && (dup < 0 || e[i].index < dup))
+			dup = e[i].index;
+	free(e);
+	if (dup < 0)
+		return 0;
+	return fail_at_layer(p, &net->layers[dup], SN_ENET,
+			     given[dup] ? "duplicate layer name \"%s\"" :
+			     "default name \"%s\" is already taken; give this layer a name:",
+			     net->layers[dup].name);
+}
+
+/* conv1, conv2, fc1 ...: a 1-based counter per prefix, in layer order.
+ * There are only as many prefixes as kinds, so the lookup stays short. */
 static int name_layers(parser *p, const int *given)
 {
 	sn_net *net = p->net;
+	const char **prefixes = calloc((size_t)net->nlayers, sizeof *prefixes);
+	int *counts = calloc((size_t)net->nlayers, sizeof *counts), nprefixes = 0;
+	if (!prefixes || !counts) {
+		free(prefixes);
+		free(counts);
+		return sn_fail(SN_ENOMEM, "out of memory for %d layers", net->nlayers);
+	}
 	for (int i = 0; i < net->nlayers; i++) {
 		sn_layer *l = &net->layers[i];
 		if (given[i])
 			continue;
 		const char *prefix = l->kind->name_prefix ? l->kind->name_prefix : l->kind->name;
-		int count = 1;
-		for (int j = 0; j < i; j++) {
-			const sn_layer_kind *k = net->layers[j].kind;
-			if (!given[j] && strcmp(k->name_prefix ? k->name_prefix : k->name, prefix) == 0)
-				count++;
-		}
-		snprintf(l->name, sizeof l->name, "%.40s%d", prefix, count);
+		int j = 0;
+		while (j < nprefixes && strcmp(prefixes[j], prefix) != 0)
+			j++;
+		if (j == nprefixes)
+			prefixes[nprefixes++] = prefix;
+		snprintf(l->name, sizeof l->name, "%.40s%d", prefix, ++counts[j]);
 	}
-	for (int i = 0; i < net->nlayers; i++)
-		for (int j = 0; j < i; j++)
-			if (strcmp(net->layers[i].name, net->layers[j].name) == 0)
-				return fail_at_layer(p, &net->layers[i], SN_ENET,
-					given[i] ? "duplicate layer name \"%s\"" :
-					"default name \"%s\" is already taken; give this layer a name:",
-					net->layers[i].name);
-	return 0;
+	free(prefixes);
+	free(counts);
+	return check_unique_names(p, given);
 }
 
 static int check_loss_placement(parser *p)
@@ -341,6 +382,8 @@ static int parse_layers(parser *p, yaml_node_t *n)
 	int len = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
 	if (len == 0)
 		return fail_at(p, n, "layers: the net has no layers");
+	if (len > MAX_LAYERS)
+		return fail_at(p, n, "layers: more than %d layers", MAX_LAYERS);
 	sn_net *net = p->net;
 	int *given = calloc((size_t)len, sizeof *given);
 	net->layers = calloc((size_t)len, sizeof *net->layers);

@@ -217,6 +217,9 @@ static const struct {
 	{"input: [4]\nlayers:\n  - {type: dense, name: a, units: 3}\n"
 	 "  - {type: dense, name: a, units: 3}\n  - softmax_cross_entropy\n",
 	 "t.yaml:4:5: duplicate layer name \"a\""},
+	{"input: [4]\nlayers:\n  - {type: dense, name: fc2, units: 3}\n"
+	 "  - {type: dense, units: 3}\n  - {type: dense, units: 3}\n  - softmax_cross_entropy\n",
+	 "t.yaml:5:5: default name \"fc2\" is already taken; give this layer a name:"},
 	{"input: [4]\nlayers:\n  - {type: dense, name: conv-1, units: 3}\n"
 	 "  - softmax_cross_entropy\n",
 	 "t.yaml:3:25: layer name \"conv-1\" must be 1 to 63 of A-Z a-z 0-9 _"},
