@@ -64,37 +64,85 @@ static void window(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t n,
 	*i1 = start + k > n ? n : start + k;
 }
 
+/* The output columns [o0, o1) whose input column o*stride - pad + kj lies in
+ * the row. */
+static void columns(const pool_geom *g, int64_t kj, int64_t *o0, int64_t *o1)
+{
+	int64_t lo = g->pad - kj, hi = g->W + g->pad - kj;   /* o*stride in [lo, hi) */
+	*o0 = lo <= 0 ? 0 : (lo + g->stride - 1) / g->stride;
+	*o1 = hi <= 0 ? 0 : (hi + g->stride - 1) / g->stride;
+	if (*o1 > g->OW)
+		*o1 = g->OW;
+	if (*o0 > *o1)
+		*o0 = *o1;
+}
+
+/* The first maximum of two candidates in reading order, NaN winning as in
+ * PyTorch so that divergence shows.  Selects, not branches: activations
+ * are noise to a branch predictor. */
+static inline void keep_max(float *best, int32_t *at, float v, int32_t i)
+{
+	const int take = (v > *best) | ((v != v) & (*best == *best));
+	*best = take ? v : *best;
+	*at = take ? i : *at;
+}
+
+/* 2x2 windows, stride 2, no padding (most nets): a tree of three plain
+ * comparisons per output.  They ignore NaN, so a running sum watches for
+ * non-finite input; a plane that has any is redone by the general pass,
+ * which lets NaN win.  Returns 0 when it had to leave the plane to it. */
+static int maxpool_plane_2x2(const pool_geom *g, const float *src, float *out, int32_t *arg)
+{
+	float sum = 0;
+	for (int64_t oh = 0; oh < g->OH; oh++) {
+		const float *r0 = src + 2 * oh * g->W, *r1 = r0 + g->W;
+		const int32_t i0 = (int32_t)(2 * oh * g->W), i1 = i0 + (int32_t)g->W;
+		for (int64_t ow = 0; ow < g->OW; ow++) {
+			const int32_t c = (int32_t)(2 * ow);
+			sum += (r0[c] + r0[c + 1]) + (r1[c] + r1[c + 1]);
+			/* winners picked by index arithmetic on 0/1 compares, since
+			 * the compiler turns ?: into branches */
+			const int32_t at_top = i0 + c + (r0[c + 1] > r0[c]);
+			const int32_t at_bottom = i1 + c + (r1[c + 1] > r1[c]);
+			const int32_t down = src[at_bottom] > src[at_top];
+			const int32_t at = at_top + down * (at_bottom - at_top);
+			out[oh * g->OW + ow] = src[at];
+			arg[oh * g->OW + ow] = at;
+		}
+	}
+	return sum - sum == 0;
+}
+
+static void maxpool_plane(const pool_geom *g, const float *src, float *out, int32_t *arg)
+{
+	for (int64_t oh = 0; oh < g->OH; oh++) {
+		int64_t h0, h1;
+		window(oh, g->stride, g->pad, g->k, g->H, &h0, &h1);
+		for (int64_t ow = 0; ow < g->OW; ow++) {
+			int64_t w0, w1;
+			window(ow, g->stride, g->pad, g->k, g->W, &w0, &w1);
+			float best = -INFINITY;
+			int32_t at = (int32_t)(h0 * g->W + w0);
+			for (int64_t ih = h0; ih < h1; ih++)
+				for (int64_t iw = w0; iw < w1; iw++)
+					keep_max(&best, &at, src[ih * g->W + iw], (int32_t)(ih * g->W + iw));
+			out[oh * g->OW + ow] = best;
+			arg[oh * g->OW + ow] = at;
+		}
+	}
+}
+
 static void maxpool_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	(void)p;
 	const pool_geom g = geom_of(l);
+	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
 	/* l->saved comes from malloc, so it may hold int32 argmax values */
 	int32_t *arg = (int32_t *)l->saved;
-	for (int64_t bc = 0; bc < B * g.C; bc++) {
-		const float *src = in + bc * g.H * g.W;
-		for (int64_t oh = 0; oh < g.OH; oh++) {
-			int64_t h0, h1;
-			window(oh, g.stride, g.pad, g.k, g.H, &h0, &h1);
-			for (int64_t ow = 0; ow < g.OW; ow++) {
-				int64_t w0, w1;
-				window(ow, g.stride, g.pad, g.k, g.W, &w0, &w1);
-				int64_t best_i = h0 * g.W + w0;
-				float best = -INFINITY;
-				for (int64_t ih = h0; ih < h1; ih++)
-					for (int64_t iw = w0; iw < w1; iw++) {
-						float v = src[ih * g.W + iw];
-						/* NaN wins, as in PyTorch, so divergence shows */
-						if (v > best || (isnan(v) && !isnan(best))) {
-							best = v;
-							best_i = ih * g.W + iw;
-						}
-					}
-				int64_t o = (bc * g.OH + oh) * g.OW + ow;
-				out[o] = best;
-				arg[o] = (int32_t)best_i;
-			}
-		}
-	}
+	const int two_by_two = g.k == 2 && g.stride == 2 && g.pad == 0;
+	for (int64_t bc = 0; bc < B * g.C; bc++)
+		if (!two_by_two || !maxpool_plane_2x2(&g, in + bc * plane, out + bc * S, arg + bc * S))
+			maxpool_plane(&g, in + bc * plane, out + bc * S, arg + bc * S);
 }
 
 static void maxpool_backward(sn_layer *l, const float *in, const float *out,
@@ -112,27 +160,54 @@ static void maxpool_backward(sn_layer *l, const float *in, const float *out,
 			din[bc * plane + arg[bc * S + s]] += dout[bc * S + s];
 }
 
+static void avgpool_plane(const pool_geom *g, const float *src, float *out)
+{
+	const float scale = 1.0f / (float)(g->k * g->k);
+	for (int64_t oh = 0; oh < g->OH; oh++) {
+		float *sum = out + oh * g->OW;
+		int64_t h0, h1;
+		window(oh, g->stride, g->pad, g->k, g->H, &h0, &h1);
+		for (int64_t ow = 0; ow < g->OW; ow++)
+			sum[ow] = 0;
+		for (int64_t ih = h0; ih < h1; ih++)
+			for (int64_t kj = 0; kj < g->k; kj++) {
+				int64_t o0, o1;
+				columns(g, kj, &o0, &o1);
+				const float *row = src + ih * g->W;
+				for (int64_t ow = o0; ow < o1; ow++)
+					sum[ow] += row[ow * g->stride - g->pad + kj];
+			}
+		for (int64_t ow = 0; ow < g->OW; ow++)
+			sum[ow] *= scale;
+	}
+}
+
+/* The adjoint of avgpool_plane: each output's gradient spread over its window. */
+static void avgpool_plane_backward(const pool_geom *g, const float *dout, float *din)
+{
+	const float scale = 1.0f / (float)(g->k * g->k);
+	for (int64_t oh = 0; oh < g->OH; oh++) {
+		const float *d = dout + oh * g->OW;
+		int64_t h0, h1;
+		window(oh, g->stride, g->pad, g->k, g->H, &h0, &h1);
+		for (int64_t ih = h0; ih < h1; ih++)
+			for (int64_t kj = 0; kj < g->k; kj++) {
+				int64_t o0, o1;
+				columns(g, kj, &o0, &o1);
+				float *row = din + ih * g->W;
+				for (int64_t ow = o0; ow < o1; ow++)
+					row[ow * g->stride - g->pad + kj] += d[ow] * scale;
+			}
+	}
+}
+
 static void avgpool_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	(void)p;
 	const pool_geom g = geom_of(l);
-	const float scale = 1.0f / (float)(g.k * g.k);
-	for (int64_t bc = 0; bc < B * g.C; bc++) {
-		const float *src = in + bc * g.H * g.W;
-		for (int64_t oh = 0; oh < g.OH; oh++) {
-			int64_t h0, h1;
-			window(oh, g.stride, g.pad, g.k, g.H, &h0, &h1);
-			for (int64_t ow = 0; ow < g.OW; ow++) {
-				int64_t w0, w1;
-				window(ow, g.stride, g.pad, g.k, g.W, &w0, &w1);
-				float sum = 0;
-				for (int64_t ih = h0; ih < h1; ih++)
-					for (int64_t iw = w0; iw < w1; iw++)
-						sum += src[ih * g.W + iw];
-				out[(bc * g.OH + oh) * g.OW + ow] = sum * scale;
-			}
-		}
-	}
+	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
+	for (int64_t bc = 0; bc < B * g.C; bc++)
+		avgpool_plane(&g, in + bc * plane, out + bc * S);
 }
 
 static void avgpool_backward(sn_layer *l, const float *in, const float *out,
@@ -142,23 +217,10 @@ static void avgpool_backward(sn_layer *l, const float *in, const float *out,
 	if (!din)
 		return;
 	const pool_geom g = geom_of(l);
-	const float scale = 1.0f / (float)(g.k * g.k);
-	memset(din, 0, (size_t)(B * g.C * g.H * g.W) * sizeof *din);
-	for (int64_t bc = 0; bc < B * g.C; bc++) {
-		float *dst = din + bc * g.H * g.W;
-		for (int64_t oh = 0; oh < g.OH; oh++) {
-			int64_t h0, h1;
-			window(oh, g.stride, g.pad, g.k, g.H, &h0, &h1);
-			for (int64_t ow = 0; ow < g.OW; ow++) {
-				int64_t w0, w1;
-				window(ow, g.stride, g.pad, g.k, g.W, &w0, &w1);
-				float d = dout[(bc * g.OH + oh) * g.OW + ow] * scale;
-				for (int64_t ih = h0; ih < h1; ih++)
-					for (int64_t iw = w0; iw < w1; iw++)
-						dst[ih * g.W + iw] += d;
-			}
-		}
-	}
+	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
+	memset(din, 0, (size_t)(B * g.C * plane) * sizeof *din);
+	for (int64_t bc = 0; bc < B * g.C; bc++)
+		avgpool_plane_backward(&g, dout + bc * S, din + bc * plane);
 }
 
 static int global_avgpool_setup(sn_layer *l)

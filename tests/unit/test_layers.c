@@ -553,6 +553,26 @@ static void maxpool_pads_with_minus_infinity_and_keeps_nan(void **state)
 	run_forward(&f, in, out, 0);
 	assert_true(isnan(out[4]));
 	release(&f);
+
+	/* 2x2, stride 2, no padding has its own pass: same answers */
+	l = layer("maxpool", chw(1, 4, 4));
+	opt(&l, SN_OPT_KERNEL, 2);
+	prepare(&f, l, 1, 1);
+	for (int i = 0; i < 16; i++)
+		in[i] = (float)(i % 5);
+	in[10] = NAN;
+	run_forward(&f, in, out, 0);
+	const int32_t *arg = (const int32_t *)f.l.saved;
+	assert_float_equal(out[0], 4.0f, 0);            /* window 0,1,4,5 holds 0,1,4,0 */
+	assert_int_equal(arg[0], 4);
+	assert_float_equal(out[1], 3.0f, 0);            /* 2,3,1,2: the first 3 */
+	assert_int_equal(arg[1], 3);
+	assert_true(isnan(out[3]));                     /* window 10,11,14,15 */
+	assert_int_equal(arg[3], 10);
+	in[10] = 4.0f, in[11] = 4.0f, in[14] = 4.0f;    /* ties: the first wins */
+	run_forward(&f, in, out, 0);
+	assert_int_equal(arg[3], 10);
+	release(&f);
 }
 
 static void dropout_scales_kept_values_and_is_identity_in_eval(void **state)
