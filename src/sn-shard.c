@@ -108,7 +108,7 @@ static int print_json(const sn_data_shard_result *r)
 			      json_loads(r->std, 0, NULL), "files", files);
 	if (!j)
 		return -1;
-	int err = json_dumpf(j, stdout, JSON_COMPACT);
+	int err = json_dumpf(j, stdout, JSON_COMPACT | JSON_REAL_PRECISION(9));
 	json_decref(j);
 	if (!err && (fputc('\n', stdout) == EOF || fflush(stdout)))
 		err = -1;
@@ -185,8 +185,8 @@ int main(int argc, char **argv)
 	if (err) {
 		sn_cli_error(r.errfile, err);
 	} else {
-		fprintf(stderr, "%s: %lld records, %d classes, %d shards%s, %.1f MB\n", sn_prog,
-			(long long)r.records, r.classes, r.shards,
+		fprintf(stderr, "%s: %lld records, %d classes, %d shard%s%s, %.1f MB\n", sn_prog,
+			(long long)r.records, r.classes, r.shards, r.shards == 1 ? "" : "s",
 			r.val_records ? " + val" : "", (double)r.bytes / 1e6);
 		if (json && print_json(&r)) {
 			sn_cli_warn("-: cannot write the summary");
