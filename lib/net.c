@@ -573,7 +573,7 @@ static int yaml_error(const yaml_parser_t *y, const char *source)
 	if (y->error == YAML_MEMORY_ERROR)
 		return sn_fail(SN_ENOMEM, "out of memory parsing YAML");
 	if (y->context)
-		return sn_fail(SN_ENET, "%s:%zu:%zu: %s %s", source, m.line + 1, m.column + 1,
+		return sn_fail(SN_ENET, "%s:%zu:%zu: %s (%s)", source, m.line + 1, m.column + 1,
 			       problem, y->context);
 	return sn_fail(SN_ENET, "%s:%zu:%zu: %s", source, m.line + 1, m.column + 1, problem);
 }
