@@ -105,6 +105,18 @@ EOF2
 	[ ! -e run/w-0001.safetensors ]
 }
 
+@test "sn-train --outer-lr 1 --outer-momentum 0 is plain averaging; 0.7/0.9 keeps an outer state" {
+	args=(--net "$NETS/mlp.yaml" --shards "$FX/shards2" --rounds 2 --iters 5 --seed 2 --quiet)
+	sn-train "${args[@]}" --out plain
+	sn-train "${args[@]}" --out outer1 --outer-lr 1 --outer-momentum 0
+	same_tensors plain/w-0002.safetensors outer1/w-0002.safetensors
+	run sn-train "${args[@]}" --out diloco --outer-lr 0.7 --outer-momentum 0.9 --weighted
+	[ "$status" -eq 0 ]
+	[ -f diloco/outer.safetensors ]
+	run same_tensors plain/w-0002.safetensors diloco/w-0002.safetensors
+	[ "$status" -ne 0 ]
+}
+
 @test "sn-train exits 3 when every worker diverges" {
 	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 2 --iters 20 \
 		--lr 1e30 --quiet
