@@ -75,6 +75,7 @@ json_field() { "$PY" -c "import json,sys; print(json.load(open('$1'))['$2'])"; }
 	sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o long.safetensors \
 		--iters 30 --batch 48 --state long-state.safetensors --seed 7
 	same r2.safetensors long.safetensors
+	sn-info --diff r2.safetensors long.safetensors --tol 0 -q
 	same state.safetensors long-state.safetensors
 	[ "$(meta state.safetensors format)" = sn.state.v1 ]
 	[ "$(meta state.safetensors solver)" = "$(meta long-state.safetensors solver)" ]
