@@ -225,6 +225,32 @@ static void a_state_for_other_shapes_is_refused(void **state)
 	sn_net_free(&other);
 }
 
+static void a_state_past_the_end_of_a_smaller_shard_is_refused(void **state)
+{
+	fixture *f = *state;
+	sn_net net;
+	sn_data d;
+	sn_model m;
+	sn_train_state s;
+	sn_train_result res;
+	int found;
+	tiny_net(&net);
+	unlink(f->state);
+	train(&net, f->data, f->state, 0, 2, &res);           /* cursor 8 of 10 */
+	assert_int_equal(write_table(f->other, 6, 4, 3), 0);
+	assert_int_equal(sn_data_open(f->other, &d), 0);
+	assert_int_equal(sn_model_init(&m, &net, 4), 0);
+	assert_int_equal(sn_train_state_load(&s, f->state, &net, &net.solver, 1, &found), 0);
+	assert_int_equal(s.cursor, 8);
+	sn_train_options o = {.iters = 1};
+	assert_int_equal(sn_train_run(&m, &d, &net.solver, &o, &s, &res), SN_EMISMATCH);
+	assert_non_null(strstr(sn_errdetail(), "cursor 8"));
+	sn_train_state_free(&s);
+	sn_model_free(&m);
+	sn_data_close(&d);
+	sn_net_free(&net);
+}
+
 static void data_that_does_not_fit_the_net_is_refused(void **state)
 {
 	fixture *f = *state;
@@ -368,6 +394,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(three_resumed_runs_equal_one_long_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_state_for_another_solver_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_state_for_other_shapes_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(a_state_past_the_end_of_a_smaller_shard_is_refused,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(data_that_does_not_fit_the_net_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_huge_learning_rate_diverges_naming_step_and_layer,
 						setup, teardown),
