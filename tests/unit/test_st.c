@@ -531,6 +531,73 @@ static void a_truncated_gzip_stream_is_truncated(void **state)
 	unlink(path);
 }
 
+/* Random byte edits of a valid file: each read either succeeds with every
+ * tensor inside the buffer or fails with an SN_E* code, never crashes (the
+ * sanitized build catches what a plain one would not). */
+static void random_corruptions_never_crash(void **state)
+{
+	(void)state;
+	unsigned char pool[1024];
+	char path[256];
+	sn_st st;
+	build_every_dtype(&st, pool);
+	assert_int_equal(sn_st_write(&st, in_dir("f.safetensors", path)), 0);
+	sn_st_free(&st);
+	size_t len;
+	unsigned char *good = slurp(path, &len), *b = malloc(len);
+	unlink(path);
+	uint32_t x = 2024;
+	int accepted = 0;
+	for (int round = 0; round < 10000; round++) {
+		memcpy(b, good, len);
+		int edits = 1 + round % 4;
+		for (int e = 0; e < edits; e++) {
+			x = x * 1664525u + 1013904223u;
+			size_t at = (x >> 8) % len;
+			x = x * 1664525u + 1013904223u;
+			b[at] = (round & 1) ? (unsigned char)(x >> 24) : b[at] ^ (unsigned char)(1u << (x >> 29));
+		}
+		int err = sn_st_read_buffer(b, len - (round % 7 == 0), &st, round % 3 ? 0 : SN_ST_SKIP_CRC);
+		assert_true(err <= 0 && err > -SN_ERROR_COUNT);
+		if (err)
+			continue;
+		accepted++;
+		const unsigned char *base = st.base;
+		for (int i = 0; i < st.ntensors; i++) {
+			const unsigned char *d = st.tensors[i].data;
+			assert_true(d >= base && d + st.tensors[i].nbytes <= base + st.base_len);
+		}
+		sn_st_free(&st);
+	}
+	/* edits that only touch padding or skip the crc do get through */
+	assert_true(accepted > 0);
+	free(b);
+	free(good);
+}
+
+static void a_gzip_stream_with_trailing_data_is_refused(void **state)
+{
+	(void)state;
+	unsigned char pool[1024];
+	char path[256];
+	sn_st st;
+	build_every_dtype(&st, pool);
+	assert_int_equal(sn_st_write(&st, in_dir("x.safetensors", path)), 0);
+	sn_st_free(&st);
+	size_t len;
+	unsigned char *b = slurp(path, &len);
+	unlink(path);
+	gzFile g = gzopen(in_dir("x.safetensors.gz", path), "wb");
+	assert_non_null(g);
+	assert_int_equal(gzwrite(g, b, (unsigned)len), (int)len);
+	assert_int_equal(gzwrite(g, "extra", 5), 5);
+	assert_int_equal(gzclose(g), Z_OK);
+	assert_int_equal(sn_st_read(path, &st, 0), SN_EFORMAT);
+	assert_non_null(strstr(sn_errdetail(), "after the last tensor"));
+	free(b);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -553,6 +620,8 @@ int main(void)
 		cmocka_unit_test(a_flipped_data_byte_fails_the_crc),
 		cmocka_unit_test(files_that_are_not_there_or_not_files),
 		cmocka_unit_test(a_truncated_gzip_stream_is_truncated),
+		cmocka_unit_test(a_gzip_stream_with_trailing_data_is_refused),
+		cmocka_unit_test(random_corruptions_never_crash),
 	};
 	return cmocka_run_group_tests(tests, make_dir, remove_dir);
 }
