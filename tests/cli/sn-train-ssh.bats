@@ -46,10 +46,12 @@ teardown() {
 	done
 }
 
-@test "sn-train removes the hosts' work directories at the end" {
+@test "sn-train reads an sshloginfile and removes the hosts' work directories at the end" {
+	printf 'h1\n# a comment\n\n1/%s h2\n' "$SSH" >"login file"
 	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards" --out run --rounds 1 --iters 3 \
-		--ssh "$SSH" --sshloginfile <(printf 'h1\n# a comment\nh2\n') --remote-path "$SN_BIN" --quiet
+		--ssh "$SSH" --sshloginfile "login file" --remote-path "$SN_BIN" --quiet
 	[ "$status" -eq 0 ]
+	grep -q "done on 1/$SSH h2" run/events.log
 	[ -z "$(find "$TMP/hosts/h1/work" "$TMP/hosts/h2/work" -mindepth 2)" ]
 	grep -q 'removed' run/events.log
 }
