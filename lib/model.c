@@ -41,10 +41,12 @@ static int alloc_activations(sn_model *m)
 	if (!m->act || !m->dact)
 		return sn_fail(SN_ENOMEM, "cannot allocate the activation table");
 	for (int i = 0; i <= n; i++) {
+		/* BLAS takes dimensions such as batch x features as int */
 		int64_t size = batch_floats(act_size(net, i), 0, m->max_batch);
-		if (size < 0)
-			return sn_fail(SN_ENOMEM, "activations of layer %d too large for batch %d",
-				       i, m->max_batch);
+		if (size < 0 || size > INT32_MAX)
+			return sn_fail(SN_EINVAL, "batch %d too large for the %s of %s",
+				       m->max_batch, i ? "output" : "input",
+				       i ? net->layers[i - 1].name : "the net");
 		if ((err = alloc_floats(&m->act[i], size)))
 			return err;
 		if (i > 0 && (err = alloc_floats(&m->dact[i], size)))

@@ -54,6 +54,14 @@ static int conv_setup(sn_layer *l)
 	if (k > g.H + 2 * p || k > g.W + 2 * p)
 		return sn_fail(SN_ENET, "kernel %lld larger than padded input %lldx%lld",
 			       (long long)k, (long long)(g.H + 2 * p), (long long)(g.W + 2 * p));
+	/* in double, so absurd sizes are refused before int64 products overflow;
+	 * the limit keeps every GEMM dimension an int, as BLAS takes them */
+	const double limit = (double)INT32_MAX, spatial_d = (double)g.OH * (double)g.OW;
+	const double ckk_d = (double)g.C * (double)k * (double)k;
+	if (ckk_d * (double)F > limit || spatial_d * (double)F > limit || ckk_d * spatial_d > limit)
+		return sn_fail(SN_ENET, "conv of %lld filters %lldx%lld over %lldx%lldx%lld is too large",
+			       (long long)F, (long long)k, (long long)k, (long long)g.C,
+			       (long long)g.H, (long long)g.W);
 	l->out = (sn_shape){3, {F, g.OH, g.OW}};
 	int64_t ckk = g.C * k * k, spatial = g.OH * g.OW;
 	l->nparams = 0;

@@ -688,6 +688,11 @@ static void bad_options_are_refused_with_a_reason(void **state)
 	opt(&l, SN_OPT_FILTERS, 1e12);
 	expect_setup_error(l, "filters 1e+12 is too large");
 	expect_setup_error(layer("conv", vec(10)), "needs [C,H,W] input");
+	l = layer("conv", chw(3, 5, 5));
+	opt(&l, SN_OPT_FILTERS, 4);
+	opt(&l, SN_OPT_KERNEL, 1 << 24);
+	opt(&l, SN_OPT_PAD, 1 << 24);
+	expect_setup_error(l, "is too large");
 
 	l = layer("maxpool", chw(1, 4, 4));
 	expect_setup_error(l, "kernel is required");

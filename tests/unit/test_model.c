@@ -197,6 +197,9 @@ static void batches_outside_the_maximum_are_refused(void **state)
 	sn_model bad;
 	assert_int_equal(sn_model_init(&bad, &s.net, 0), SN_EINVAL);
 	sn_model_free(&bad);
+	assert_int_equal(sn_model_init(&bad, &s.net, 1 << 22), SN_EINVAL);
+	assert_string_equal(sn_errdetail(), "batch 4194304 too large for the input of the net");
+	sn_model_free(&bad);
 	close_net(&s);
 }
 
