@@ -1117,6 +1117,11 @@ static int open_sources(run *R)
 	R->dt = R->src[0].dt;
 	R->shape = R->src[0].shape;
 	R->recbytes = R->src[0].recbytes;
+	if (R->src[0].kind == SN_INPUT_DATA) {
+		const char *cn = sn_st_meta(&R->src[0].d.st, "class_names");
+		if (cn && !(R->class_names = strdup(cn)))
+			return sn_fail(SN_ENOMEM, "out of memory");
+	}
 	return 0;
 }
 
@@ -1394,11 +1399,6 @@ static int finish_labels(run *R)
 		if (R->src[i].classes > natural)
 			natural = R->src[i].classes;
 	R->classes = R->o->classes ? R->o->classes : natural;
-	if (!rc && R->src[0].kind == SN_INPUT_DATA) {
-		const char *cn = sn_st_meta(&R->src[0].d.st, "class_names");
-		if (cn && !(R->class_names = strdup(cn)))
-			rc = sn_fail(SN_ENOMEM, "out of memory");
-	}
 	json_t *src = json_array();
 	for (int i = 0; src && i < R->nsrc; i++) {
 		const char *p[2] = { R->src[i].path, R->src[i].labpath };
@@ -1444,6 +1444,10 @@ static int read_all(run *R)
 			R->r->errfile = s->errpath;
 		if (rc > 0)
 			rc = 0;
+		if (s->data_open) {     /* unmap what has been spooled */
+			sn_data_close(&s->d);
+			s->data_open = 0;
+		}
 	}
 	free(rec);
 	if (!rc && (rc = spool_flush(R)))

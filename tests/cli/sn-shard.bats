@@ -293,6 +293,35 @@ for k, (u, n) in enumerate(s):
     assert n["mean"] == m["mean"]'
 }
 
+@test "sn-shard re-sharding keeps the class names" {
+	printf 'x,y,kind\n1,2,cat\n3,4,dog\n5,6,cat\n7,8,ant\n' >pets.csv
+	sn-shard pets.csv -k 2 -o first 2>/dev/null
+	run sn-shard first/shard-000.safetensors first/shard-001.safetensors -k 1 -o second
+	[ "$status" -eq 0 ]
+	py 't, m = rd("second/shard-000.safetensors")
+assert json.loads(m["class_names"]) == ["ant", "cat", "dog"] and sorted(t["y"].tolist()) == [0, 1, 1, 2]'
+}
+
+@test "sn-shard --delimiter and --header read a semicolon file with a numeric header" {
+	printf '1;2;3\n4;5;1\n6;7;0\n' >semi.txt
+	run sn-shard semi.txt --format csv --delimiter ';' --header -k 1 --contiguous -o out
+	[ "$status" -eq 0 ]
+	py 't, m = rd("out/shard-000.safetensors")
+assert t["x"].tolist() == [[4, 5], [6, 7]] and t["y"].tolist() == [1, 0]'
+}
+
+@test "sn-shard takes several IDX files, each with its own --labels" {
+	mkidx a 20 4 3 3 1
+	mkidx b 15 4 3 3 2
+	run sn-shard a-images b-images --labels a-labels --labels b-labels -k 5 -o out
+	[ "$status" -eq 0 ]
+	py 'xa, ya = idx("a-images"); xb, yb = idx("b-images"); s = shards("out")
+assert pairs(np.concatenate([t["x"] for t, m in s]), np.concatenate([t["y"] for t, m in s])) == pairs(np.concatenate([xa, xb]), np.concatenate([ya, yb]))'
+	run sn-shard a-images b-images --labels a-labels -k 5 -o out2
+	[ "$status" -eq 2 ]
+	assert_one_line_error b-images
+}
+
 @test "sn-shard -o DIR creates the output directory" {
 	mkidx a 10
 	run sn-shard a-images --labels a-labels -k 1 -o deep/er/dir
