@@ -366,8 +366,8 @@ static int verify_kind(const char *path, const sn_st *st)
 static int one_file(const char *path, const options *o, json_t *out)
 {
 	sn_st st;
-	int err = sn_st_read(path, &st, 0);
-	if (!err)
+	int err = sn_st_read(path, &st, 0), was_read = !err;
+	if (was_read)
 		err = o->verify ? verify_kind(path, &st) : report(path, &st, o, out);
 	if (o->verify && o->json)
 		json_array_append_new(out, err ? json_pack("{s:s, s:b, s:s}", "file", path, "ok", 0,
@@ -381,7 +381,7 @@ static int one_file(const char *path, const options *o, json_t *out)
 		sn_cli_error(path, err);
 	} else if (o->verify && !o->quiet && !o->json)
 		printf("%s: OK\n", path);
-	if (!err)
+	if (was_read)
 		sn_st_free(&st);
 	return err;
 }
