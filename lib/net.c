@@ -814,7 +814,6 @@ int sn_net_load_weights(sn_net *net, const sn_st *st)
 
 static int copy_meta(const sn_st *st, sn_st *out)
 {
-	sn_st_init(out);
 	for (int i = 0; i < st->nmeta; i++) {
 		int err = sn_st_set_meta(out, st->meta[i].key, st->meta[i].value);
 		if (err) {
@@ -829,6 +828,8 @@ int sn_net_from_weights(const char *path, sn_net *net, sn_st *meta_out)
 {
 	sn_st st;
 	memset(net, 0, sizeof *net);
+	if (meta_out)
+		sn_st_init(meta_out);   /* always safe to free, even after a failure */
 	int err = sn_st_read(path, &st, 0);
 	if (err)
 		return err;

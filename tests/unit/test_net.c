@@ -484,6 +484,24 @@ static void weights_round_trip_through_a_file(void **state)
 	assert_int_equal(sn_net_from_weights(path, &b, NULL), SN_EFORMAT);
 	assert_non_null(strstr(sn_errdetail(), "not a weights file"));
 	assert_null(b.layers);
+
+	/* a weights file whose net no longer parses: the detail points into it */
+	assert_int_equal(sn_st_set_meta(&st, "format", "sn.weights.v1"), 0);
+	assert_int_equal(sn_st_set_meta(&st, "net", "input: [1]\nlayers: [convv]\n"), 0);
+	assert_int_equal(sn_st_write(&st, path), 0);
+	sn_st_free(&st);
+	assert_int_equal(sn_net_from_weights(path, &b, &meta), SN_ENET);
+	assert_string_equal(sn_errdetail(), "net:2:10: unknown layer kind \"convv\"");
+	assert_int_equal(meta.nmeta, 0);
+	sn_st_free(&meta);
+
+	/* a missing file leaves both outputs empty and safe to free */
+	unlink(path);
+	assert_int_equal(sn_net_from_weights(path, &b, &meta), SN_EIO);
+	assert_int_equal(meta.nmeta + meta.ntensors, 0);
+	assert_null(b.param);
+	sn_st_free(&meta);
+	sn_net_free(&b);
 	unlink(path);
 	rmdir(dir);
 	sn_net_free(&a);
