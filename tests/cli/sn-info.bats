@@ -294,3 +294,35 @@ EOF
 	run sn-info --verify "$f"
 	[ "$status" -eq 0 ]
 }
+
+@test "--verify checks a data file's labels against its classes" {
+	"$PY" - <<'EOF2'
+import json, zlib, numpy as np
+def write(path, y):
+    x = np.arange(12, dtype="<f4").reshape(4, 3)
+    y = np.array(y, dtype="<i4")
+    data = x.tobytes() + y.tobytes()
+    meta = {"format": "sn.data.v1", "classes": "3", "mean": "[0]", "std": "[1]",
+            "crc32": "%08x" % zlib.crc32(data)}
+    h = {"__metadata__": meta,
+         "x": {"dtype": "F32", "shape": [4, 3], "data_offsets": [0, 48]},
+         "y": {"dtype": "I32", "shape": [4], "data_offsets": [48, 64]}}
+    hb = json.dumps(h).encode()
+    open(path, "wb").write(len(hb).to_bytes(8, "little") + hb + data)
+write("ok.safetensors", [0, 1, 2, 2])
+write("bad.safetensors", [0, 1, 7, 2])
+EOF2
+	run sn-info ok.safetensors
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"data: 4 records, 3 classes"* ]]
+	[[ "$output" == *"class histogram: 0:1 1:1 2:2"* ]]
+	[[ "$output" == *"normalisation: v, then"* ]]
+	run sn-info --verify ok.safetensors
+	[ "$output" = "ok.safetensors: OK" ]
+	run sn-info bad.safetensors
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"out-of-range:1"* ]]
+	run sn-info --verify bad.safetensors
+	[ "$status" -eq 1 ]
+	assert_one_line_error bad.safetensors
+}
