@@ -426,17 +426,22 @@ static int parse_file(sn_st *st, unsigned flags)
 	return err ? err : check_crc(st, flags);
 }
 
-uint32_t sn_st_data_crc(const sn_st *st)
+/* The crc32 of the data section a writer lays out from st's tensors. */
+static uint32_t tensors_crc(const sn_st *st)
 {
-	if (st->base) {
-		size_t off = 8 + (size_t)st->header_len;
-		return crc_of((const unsigned char *)st->base + off, st->base_len - off);
-	}
 	uLong crc = crc32(0L, Z_NULL, 0);
 	for (int i = 0; i < st->ntensors; i++)
 		crc = crc32_combine(crc, crc_of(st->tensors[i].data, st->tensors[i].nbytes),
 				    (z_off_t)st->tensors[i].nbytes);
 	return (uint32_t)crc;
+}
+
+uint32_t sn_st_data_crc(const sn_st *st)
+{
+	if (!st->base)
+		return tensors_crc(st);
+	size_t off = 8 + (size_t)st->header_len;
+	return crc_of((const unsigned char *)st->base + off, st->base_len - off);
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -683,7 +688,8 @@ static int build_metadata(const sn_st *st, json_t *root)
 {
 	json_t *meta = json_object();
 	char crc[9];
-	snprintf(crc, sizeof crc, "%08x", (unsigned)sn_st_data_crc(st));
+	/* from the tensors, not a read file's section: st may have changed */
+	snprintf(crc, sizeof crc, "%08x", (unsigned)tensors_crc(st));
 	if (!meta || json_object_set_new(root, "__metadata__", meta))
 		return sn_fail(SN_ENOMEM, "out of memory");
 	for (int i = 0; i < st->nmeta; i++) {

@@ -177,6 +177,37 @@ static void header_is_padded_json_with_metadata_first(void **state)
 	unlink(path);
 }
 
+static void a_file_read_and_written_again_is_byte_identical(void **state)
+{
+	(void)state;
+	unsigned char pool[1024];
+	char p1[256], p2[256], p3[256];
+	sn_st st, back, edited;
+	build_every_dtype(&st, pool);
+	assert_int_equal(sn_st_write(&st, in_dir("r1.safetensors", p1)), 0);
+	sn_st_free(&st);
+	assert_int_equal(sn_st_read(p1, &back, 0), 0);
+	assert_int_equal(sn_st_write(&back, in_dir("r2.safetensors", p2)), 0);
+	size_t l1, l2;
+	unsigned char *b1 = slurp(p1, &l1), *b2 = slurp(p2, &l2);
+	assert_int_equal(l1, l2);
+	assert_memory_equal(b1, b2, l1);
+	/* an edited copy gets the crc32 of its new data, not the old file's */
+	float extra[2] = {1, 2};
+	int64_t shape[1] = {2};
+	assert_int_equal(sn_st_add(&back, "extra", SN_F32, 1, shape, extra, 1), 0);
+	assert_int_equal(sn_st_write(&back, in_dir("r3.safetensors", p3)), 0);
+	assert_int_equal(sn_st_read(p3, &edited, 0), 0);
+	assert_int_equal(edited.ntensors, back.ntensors);
+	sn_st_free(&edited);
+	sn_st_free(&back);
+	free(b1);
+	free(b2);
+	unlink(p1);
+	unlink(p2);
+	unlink(p3);
+}
+
 static void stdin_is_read_whole(void **state)
 {
 	(void)state;
@@ -604,6 +635,7 @@ int main(void)
 		cmocka_unit_test(plain_file_round_trips_every_dtype),
 		cmocka_unit_test(gzip_file_round_trips_every_dtype),
 		cmocka_unit_test(header_is_padded_json_with_metadata_first),
+		cmocka_unit_test(a_file_read_and_written_again_is_byte_identical),
 		cmocka_unit_test(stdin_is_read_whole),
 		cmocka_unit_test(new_files_get_the_umask_permissions),
 		cmocka_unit_test(build_api_refuses_bad_tensors),
