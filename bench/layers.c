@@ -32,88 +32,113 @@ static float *floats(int64_t n)
 	return p;
 }
 
+/* GFLOP/s of one n x n x n sgemm, after a warm-up call. */
 static double sgemm_gflops(int n)
 {
 	float *a = floats((int64_t)n * n), *b = floats((int64_t)n * n), *c = floats((int64_t)n * n);
-	double best = 1e30;
-	for (int rep = 0; rep < 6; rep++) {
-		double t = now();
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n,
-			    0.0f, c, n);
-		t = now() - t;
-		if (rep > 0 && t < best)
-			best = t;
-	}
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+	double t = now();
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+	t = now() - t;
 	free(a), free(b), free(c);
-	return 2.0 * n * (double)n * n / best * 1e-9;
+	return 2.0 * n * (double)n * n / t * 1e-9;
 }
 
 typedef struct {
-	double fwd_s, bwd_s, gflops;
-} timing;
-
-/* Best of several runs of one forward and one backward. */
-static timing time_conv(int C, int HW, int F, int k, int B, int first)
-{
 	sn_layer l;
-	memset(&l, 0, sizeof l);
-	l.kind = sn_layer_kind_find("conv");
-	l.in = (sn_shape){3, {C, HW, HW}};
-	l.opt[SN_OPT_FILTERS] = F;
-	l.opt[SN_OPT_KERNEL] = k;
-	l.opt_set = 1u << SN_OPT_FILTERS | 1u << SN_OPT_KERNEL;
-	if (l.kind->setup(&l)) {
+	float *in, *out, *dout, *din, *scratch;
+	int B, first;
+	double fwd_s, bwd_s;   /* best seen */
+} conv_case;
+
+static void conv_open(conv_case *c, int C, int HW, int F, int k, int B, int first)
+{
+	memset(c, 0, sizeof *c);
+	c->l.kind = sn_layer_kind_find("conv");
+	c->l.in = (sn_shape){3, {C, HW, HW}};
+	c->l.opt[SN_OPT_FILTERS] = F;
+	c->l.opt[SN_OPT_KERNEL] = k;
+	c->l.opt_set = 1u << SN_OPT_FILTERS | 1u << SN_OPT_KERNEL;
+	if (c->l.kind->setup(&c->l)) {
 		fprintf(stderr, "bench-layers: %s\n", sn_errdetail());
 		exit(1);
 	}
-	for (int i = 0; i < l.nparams; i++) {
-		l.w[i] = floats(l.params[i].numel);
-		l.dw[i] = floats(l.params[i].numel);
+	for (int i = 0; i < c->l.nparams; i++) {
+		c->l.w[i] = floats(c->l.params[i].numel);
+		c->l.dw[i] = floats(c->l.params[i].numel);
 	}
-	const int64_t nin = sn_shape_size(&l.in) * B, nout = sn_shape_size(&l.out) * B;
-	float *in = floats(nin), *out = floats(nout), *dout = floats(nout);
-	float *din = first ? NULL : floats(nin);
-	float *scratch = floats(l.scratch_per_example * B + l.scratch_fixed);
-	l.saved = floats(l.saved_per_example * B + l.saved_fixed);
-	sn_pass p = {.training = 1, .scratch = scratch};
-	timing t = {1e30, 1e30, 0};
-	for (int rep = 0; rep < 12; rep++) {
-		double t0 = now();
-		l.kind->forward(&l, in, out, B, &p);
-		double t1 = now();
-		l.kind->backward(&l, in, out, dout, din, B, &p);
-		double t2 = now();
-		if (rep > 1) {
-			t.fwd_s = t1 - t0 < t.fwd_s ? t1 - t0 : t.fwd_s;
-			t.bwd_s = t2 - t1 < t.bwd_s ? t2 - t1 : t.bwd_s;
-		}
-	}
-	/* what the passes do: forward and dW always, dX unless first */
-	double macs = (double)F * C * k * k * (double)l.out.d[1] * l.out.d[2] * B;
-	t.gflops = (first ? 4 : 6) * macs / (t.fwd_s + t.bwd_s) * 1e-9;
-	for (int i = 0; i < l.nparams; i++)
-		free(l.w[i]), free(l.dw[i]);
-	free(in), free(out), free(dout), free(din), free(scratch), free(l.saved);
-	return t;
+	const int64_t nin = sn_shape_size(&c->l.in) * B, nout = sn_shape_size(&c->l.out) * B;
+	c->in = floats(nin);
+	c->out = floats(nout);
+	c->dout = floats(nout);
+	c->din = first ? NULL : floats(nin);
+	c->scratch = floats(c->l.scratch_per_example * B + c->l.scratch_fixed);
+	c->l.saved = floats(c->l.saved_per_example * B + c->l.saved_fixed);
+	c->B = B;
+	c->first = first;
+	c->fwd_s = c->bwd_s = 1e30;
 }
 
+static void conv_time(conv_case *c)
+{
+	sn_pass p = {.training = 1, .scratch = c->scratch};
+	double t0 = now();
+	c->l.kind->forward(&c->l, c->in, c->out, c->B, &p);
+	double t1 = now();
+	c->l.kind->backward(&c->l, c->in, c->out, c->dout, c->din, c->B, &p);
+	double t2 = now();
+	c->fwd_s = t1 - t0 < c->fwd_s ? t1 - t0 : c->fwd_s;
+	c->bwd_s = t2 - t1 < c->bwd_s ? t2 - t1 : c->bwd_s;
+}
+
+/* What the passes compute: forward and dW always, dX unless first. */
+static double conv_gflop(const conv_case *c)
+{
+	const sn_layer *l = &c->l;
+	double macs = (double)l->params[0].numel * (double)l->out.d[1] * l->out.d[2] * c->B;
+	return (c->first ? 4 : 6) * macs * 1e-9;
+}
+
+static void conv_close(conv_case *c)
+{
+	for (int i = 0; i < c->l.nparams; i++)
+		free(c->l.w[i]), free(c->l.dw[i]);
+	free(c->in), free(c->out), free(c->dout), free(c->din), free(c->scratch);
+	free(c->l.saved);
+}
+
+static void report(int threads, const char *name, double fwd_s, double bwd_s, double gflop,
+		   double peak)
+{
+	double rate = gflop / (fwd_s + bwd_s);
+	printf("%7d  %-5s  %6.2f  %6.2f  %7.1f  %13.1f  %5.2f\n", threads, name, fwd_s * 1e3,
+	       bwd_s * 1e3, rate, peak, rate / peak);
+}
+
+/* Rounds interleave the reference and the layers, and each keeps its best,
+ * so a busy machine slows both alike rather than skewing the ratio. */
 int main(void)
 {
-	const int B = 64;
+	const int B = 64, rounds = 15;
 	printf("threads  layer  fwd_ms  bwd_ms  GFLOP/s  sgemm_GFLOP/s  ratio\n");
 	for (int threads = 1; threads <= 2; threads++) {
 		openblas_set_num_threads(threads);
-		double peak = sgemm_gflops(1024);
-		timing c1 = time_conv(1, 28, 20, 5, B, 1), c2 = time_conv(20, 12, 50, 5, B, 0);
-		double both = (c1.gflops * (c1.fwd_s + c1.bwd_s) + c2.gflops * (c2.fwd_s + c2.bwd_s)) /
-			      (c1.fwd_s + c1.bwd_s + c2.fwd_s + c2.bwd_s);
-		printf("%7d  conv1  %6.2f  %6.2f  %7.1f  %13.1f  %5.2f\n", threads, c1.fwd_s * 1e3,
-		       c1.bwd_s * 1e3, c1.gflops, peak, c1.gflops / peak);
-		printf("%7d  conv2  %6.2f  %6.2f  %7.1f  %13.1f  %5.2f\n", threads, c2.fwd_s * 1e3,
-		       c2.bwd_s * 1e3, c2.gflops, peak, c2.gflops / peak);
-		printf("%7d  both   %6.2f  %6.2f  %7.1f  %13.1f  %5.2f\n", threads,
-		       (c1.fwd_s + c2.fwd_s) * 1e3, (c1.bwd_s + c2.bwd_s) * 1e3, both, peak,
-		       both / peak);
+		conv_case c1, c2;
+		conv_open(&c1, 1, 28, 20, 5, B, 1);
+		conv_open(&c2, 20, 12, 50, 5, B, 0);
+		double peak = 0;
+		for (int r = 0; r < rounds; r++) {
+			double g = sgemm_gflops(1024);
+			peak = g > peak ? g : peak;
+			conv_time(&c1);
+			conv_time(&c2);
+		}
+		report(threads, "conv1", c1.fwd_s, c1.bwd_s, conv_gflop(&c1), peak);
+		report(threads, "conv2", c2.fwd_s, c2.bwd_s, conv_gflop(&c2), peak);
+		report(threads, "both", c1.fwd_s + c2.fwd_s, c1.bwd_s + c2.bwd_s,
+		       conv_gflop(&c1) + conv_gflop(&c2), peak);
+		conv_close(&c1);
+		conv_close(&c2);
 	}
 	return 0;
 }
