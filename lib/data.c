@@ -1416,6 +1416,11 @@ static int finish_labels(run *R)
 
 /* ---- Reading: every record once, into the spool ------------------------- */
 
+static int cancelled(const sn_data_shard_opts *o)
+{
+	return o->cancel && *o->cancel;
+}
+
 static int read_all(run *R)
 {
 	const sn_data_shard_opts *o = R->o;
@@ -1429,7 +1434,7 @@ static int read_all(run *R)
 	for (int i = 0; i < R->nsrc && R->n < limit && !rc; i++) {
 		source *s = &R->src[i];
 		int32_t y = 0;
-		while (R->n < limit && (rc = source_next(R, s, rec, &y)) == 1) {
+		while (R->n < limit && !cancelled(o) && (rc = source_next(R, s, rec, &y)) == 1) {
 			stats_add(R, rec);
 			if ((rc = labels_push(R, y)))
 				break;
@@ -1741,13 +1746,13 @@ static int write_all(run *R)
 	int nout = !rc && off[o->k + 1] > off[o->k] ? o->k + 1 : o->k;
 	if (!rc && (rc = name_outputs(R, o->k + 1)))
 		R->r->errfile = o->outdir;
-	for (int k = 0; k < nout && !rc; k++) {
+	for (int k = 0; k < nout && !rc && !cancelled(o); k++) {
 		if ((rc = write_shard(R, k, off, order)))
 			R->r->errfile = o->outdir;
 		else if (o->progress)
 			o->progress(o->progress_ctx, "writing", k + 1, nout);
 	}
-	if (!rc && (rc = commit(R, nout)))
+	if (!rc && !cancelled(o) && (rc = commit(R, nout)))
 		R->r->errfile = o->outdir;
 	if (!rc) {
 		R->r->val_records = off[o->k + 1] - off[o->k];
@@ -1783,8 +1788,12 @@ int sn_data_shard(const sn_data_shard_opts *o, sn_data_shard_result *r)
 		rc = finish_labels(&R);
 	if (!rc && !R.mean && (rc = stats_finish(&R)))
 		r->errfile = o->outdir;
-	if (!rc)
+	if (!rc && !cancelled(o))
 		rc = write_all(&R);
+	if (cancelled(o)) {      /* whatever failed on the way was the signal */
+		r->errfile = o->outdir;
+		rc = sn_fail(SN_EIO, "interrupted");
+	}
 	if (!rc) {
 		r->records = R.n;
 		r->classes = R.classes;

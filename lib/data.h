@@ -7,6 +7,7 @@
 #ifndef SN_DATA_H
 #define SN_DATA_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,6 +77,9 @@ typedef struct {
 	/* Called now and then from the reading pass and once per shard. */
 	void (*progress)(void *ctx, const char *phase, int64_t done, int64_t total);
 	void *progress_ctx;
+	/* Set (by a signal handler) to stop early: the run then fails with
+	 * "interrupted" and removes what it wrote, like any other failure. */
+	volatile sig_atomic_t *cancel;
 } sn_data_shard_opts;
 
 typedef struct {

@@ -2,6 +2,7 @@
  * sn.data.v1 shards, one per worker, plus an optional validation split. */
 #include <getopt.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,27 @@ static void progress(void *ctx, const char *phase, int64_t done, int64_t total)
 		fputc('\n', stderr);
 }
 
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+/* A signal stops the run through the library's own failure path, which
+ * removes the shards staged so far; no SA_RESTART, so a blocked read ends. */
+static void catch_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
 static int print_json(const sn_data_shard_result *r)
 {
 	json_t *files = json_array();
@@ -179,6 +201,8 @@ int main(int argc, char **argv)
 	o.ninputs = argc - optind;
 	if (sn_cli_progress_enabled())
 		o.progress = progress;
+	o.cancel = &interrupted;
+	catch_signals();
 
 	sn_data_shard_result r;
 	int err = sn_data_shard(&o, &r);

@@ -468,6 +468,23 @@ assert j["bytes"] == sum(len(open(p, "rb").read()) for p in j["files"]) and len(
 	[ "$(ls -A keep)" = other ]
 }
 
+@test "sn-shard stops on SIGTERM with exit 1 and leaves nothing behind" {
+	mkfifo pipe
+	sn-shard - --format csv -k 1 -o out <pipe >/dev/null 2>err &
+	pid=$!
+	exec 5>pipe
+	printf '1,2,0\n' >&5
+	for _ in $(seq 100); do [ -d out ] && break; sleep 0.05; done
+	sleep 0.1
+	kill -TERM "$pid"
+	rc=0
+	wait "$pid" || rc=$?
+	exec 5>&-
+	[ "$rc" -eq 1 ]
+	[ "$(cat err)" = "sn-shard: out: interrupted" ]
+	assert_empty_dir out
+}
+
 @test "sn-shard refuses a corrupt sn data file" {
 	mkidx a 10
 	sn-shard a-images --labels a-labels -k 1 -o d 2>/dev/null
