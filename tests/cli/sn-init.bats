@@ -75,6 +75,16 @@ print(sum(math.prod(t["shape"]) for k,t in h.items() if k!="__metadata__"))')
 	[[ "$output" == *"parameters: 431,080"* ]]
 }
 
+@test "on a terminal sn-init prints one summary line, and -q silences it" {
+	command -v script >/dev/null || skip "script(1) is not installed"
+	run script -qec "sn-init '$NETS/lenet.yaml' -o w.safetensors" /dev/null
+	[ "$status" -eq 0 ]
+	[ "${output%$'\r'}" = "lenet: 431,080 parameters -> w.safetensors" ]
+	run script -qec "sn-init -q '$NETS/lenet.yaml' -o w.safetensors" /dev/null
+	[ "$status" -eq 0 ]
+	[ -z "$output" ]
+}
+
 @test "the same seed gives the same bytes, another seed other weights" {
 	sn-init "$NETS/lenet.yaml" -o a.safetensors --seed 42
 	sn-init "$NETS/lenet.yaml" -o b.safetensors --seed 42
