@@ -422,8 +422,12 @@ static int setup_layers(parser *p)
 		if ((l->out.ndim != 1 && l->out.ndim != 3) || size < 1 || size > MAX_INPUT_SIZE)
 			return fail_at_layer(p, l, SN_ENET, "%s gives an output of %lld values",
 					     l->kind->name, (long long)size);
-		net->flops_forward += l->flops_forward;
-		net->flops_backward += l->flops_backward;
+		if (l->flops_forward < 0 || l->flops_backward < 0 ||
+		    __builtin_add_overflow(net->flops_forward, l->flops_forward,
+					   &net->flops_forward) ||
+		    __builtin_add_overflow(net->flops_backward, l->flops_backward,
+					   &net->flops_backward))
+			return fail_at_layer(p, l, SN_ENET, "FLOPs per example overflow");
 	}
 	sn_layer *loss = &net->layers[net->nlayers - 1];
 	if (loss->in.ndim != 1)
@@ -457,11 +461,11 @@ static int count_params(parser *p, int64_t *ntrain, int64_t *nbuf, int *nviews)
 		sn_layer *l = &net->layers[i];
 		for (int j = 0; j < l->nparams; j++) {
 			int64_t n = desc_numel(&l->params[j]);
+			int64_t *total = l->params[j].trainable ? ntrain : nbuf;
 			if (n < 0)
 				return fail_at_layer(p, l, SN_ENET, "tensor %s has an invalid shape",
 						     l->params[j].suffix);
-			*(l->params[j].trainable ? ntrain : nbuf) += n;
-			if (*ntrain > MAX_PARAMS || *nbuf > MAX_PARAMS)
+			if (n > MAX_PARAMS || (*total += n) > MAX_PARAMS)
 				return fail_at_layer(p, l, SN_ENET, "the net has more than %lld "
 						     "parameters", (long long)MAX_PARAMS);
 			(*nviews)++;

@@ -237,6 +237,9 @@ static const struct {
 	 "t.yaml:3:10: solver: lr: invalid number \"fast\""},
 	{"input: [4]\nlayers: [softmax_cross_entropy]\nsolver: {lr_policy: step}\n",
 	 "t.yaml:3:9: solver: lr_policy step needs step_size"},
+	{"input: [65536]\nlayers:\n  - {type: dense, units: 32767}\n"
+	 "  - {type: dense, units: 65536}\n  - softmax_cross_entropy\n",
+	 "t.yaml:4:5: the net has more than 2147483648 parameters"},
 	{"- 1\n- 2\n", "t.yaml:1:1: expected a mapping with name, input and layers"},
 	{"", "t.yaml:1:1: empty net definition"},
 	{"input: [4]\nlayers: [softmax_cross_entropy]\n---\ninput: [4]\n",
