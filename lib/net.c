@@ -570,12 +570,29 @@ static int parse_root(parser *p, yaml_node_t *root)
 	return lay_out_buffers(p);
 }
 
-static int yaml_error(const yaml_parser_t *y, const char *source)
+/* The reader (encoding) stage reports a byte offset, not a mark. */
+static yaml_mark_t mark_of_offset(const char *text, size_t len, size_t offset)
+{
+	yaml_mark_t m = {offset, 0, 0};
+	size_t line_start = 0;
+	for (size_t i = 0; i < offset && i < len; i++)
+		if (text[i] == '\n') {
+			m.line++;
+			line_start = i + 1;
+		}
+	m.column = offset - line_start;
+	return m;
+}
+
+static int yaml_error(const yaml_parser_t *y, const char *source, const char *text,
+		      size_t len)
 {
 	yaml_mark_t m = y->problem_mark;
 	const char *problem = y->problem ? y->problem : "invalid YAML";
 	if (y->error == YAML_MEMORY_ERROR)
 		return sn_fail(SN_ENOMEM, "out of memory parsing YAML");
+	if (y->error == YAML_READER_ERROR)
+		m = mark_of_offset(text, len, y->problem_offset);
 	if (y->context)
 		return sn_fail(SN_ENET, "%s:%zu:%zu: %s (%s)", source, m.line + 1, m.column + 1,
 			       problem, y->context);
@@ -602,7 +619,7 @@ static int load_document(parser *p, const char *yaml, size_t len)
 		return sn_fail(SN_ENOMEM, "out of memory");
 	yaml_parser_set_input_string(&y, (const unsigned char *)yaml, len);
 	if (!yaml_parser_load(&y, &p->doc)) {
-		err = yaml_error(&y, p->source);
+		err = yaml_error(&y, p->source, yaml, len);
 		goto out;
 	}
 	yaml_node_t *root = yaml_document_get_root_node(&p->doc);
@@ -611,7 +628,7 @@ static int load_document(parser *p, const char *yaml, size_t len)
 		goto out_doc;
 	}
 	if (!yaml_parser_load(&y, &extra)) {
-		err = yaml_error(&y, p->source);
+		err = yaml_error(&y, p->source, yaml, len);
 		goto out_doc;
 	}
 	if (yaml_document_get_root_node(&extra))

@@ -301,6 +301,8 @@ static void yaml_syntax_errors_give_a_position(void **state)
 	assert_int_equal(strncmp(sn_errdetail(), "t.yaml:", 7), 0);
 	assert_int_equal(parse("input: [4]\n\tlayers: []\n", &net), SN_ENET);
 	assert_int_equal(strncmp(sn_errdetail(), "t.yaml:2:", 9), 0);
+	assert_int_equal(parse("input: [4]\nlayers: [\x01]\n", &net), SN_ENET);
+	assert_string_equal(sn_errdetail(), "t.yaml:2:10: control characters are not allowed");
 	const char nul[] = "input: [4]\0layers: [softmax_cross_entropy]\n";
 	assert_int_equal(sn_net_parse(nul, sizeof nul - 1, "t.yaml", &net), SN_ENET);
 	assert_int_equal(sn_net_load("/nonexistent/net.yaml", &net), SN_EIO);
