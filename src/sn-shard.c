@@ -137,55 +137,48 @@ static int print_json(const sn_data_shard_result *r)
 	return err;
 }
 
-int main(int argc, char **argv)
+/* Options into o; usage errors exit 2 here.  labels has room for argc. */
+static void parse_args(int argc, char **argv, sn_data_shard_opts *o, const char **labels, int *json)
 {
-	sn_data_shard_opts o;
-	const char **labels = calloc((size_t)argc, sizeof *labels);
-	int c, json = 0, modes = 0, have_k = 0, stratify = 0;
-	sn_cli_init("sn-shard");
-	sn_data_shard_opts_init(&o);
-	if (!labels) {
-		sn_cli_warn("out of memory");
-		return SN_EXIT_RUNTIME;
-	}
-	o.labels = labels;
+	int c, modes = 0, have_k = 0, stratify = 0;
+	o->labels = labels;
 	while ((c = getopt_long(argc, argv, "k:o:l:zs:hV", long_opts, NULL)) != -1) {
 		switch (c) {
-		case 'k': o.k = (int)sn_cli_int("-k", optarg, 1, SN_DATA_MAX_SHARDS); have_k = 1; break;
-		case 'o': o.outdir = optarg; break;
-		case 'l': labels[o.nlabels++] = optarg; break;
-		case OPT_PREFIX: o.prefix = optarg; break;
-		case 'z': o.compress = 1; break;
-		case OPT_SHUFFLE: o.split = SN_SPLIT_SHUFFLE; modes |= 1; break;
-		case OPT_CONTIGUOUS: o.split = SN_SPLIT_CONTIGUOUS; modes |= 2; break;
-		case OPT_ROUND_ROBIN: o.split = SN_SPLIT_ROUND_ROBIN; modes |= 4; break;
+		case 'k': o->k = (int)sn_cli_int("-k", optarg, 1, SN_DATA_MAX_SHARDS); have_k = 1; break;
+		case 'o': o->outdir = optarg; break;
+		case 'l': labels[o->nlabels++] = optarg; break;
+		case OPT_PREFIX: o->prefix = optarg; break;
+		case 'z': o->compress = 1; break;
+		case OPT_SHUFFLE: o->split = SN_SPLIT_SHUFFLE; modes |= 1; break;
+		case OPT_CONTIGUOUS: o->split = SN_SPLIT_CONTIGUOUS; modes |= 2; break;
+		case OPT_ROUND_ROBIN: o->split = SN_SPLIT_ROUND_ROBIN; modes |= 4; break;
 		case OPT_STRATIFY: stratify = 1; break;
-		case 's': o.seed = (uint64_t)sn_cli_int("--seed", optarg, 0, INT64_MAX); break;
-		case OPT_VAL: o.val = sn_cli_double("--val", optarg, 0, 0.999999); break;
-		case OPT_LIMIT: o.limit = sn_cli_int("--limit", optarg, 1, INT64_MAX); break;
-		case OPT_NO_NORMALIZE: o.normalize = 0; break;
-		case OPT_STATS_FROM: o.stats_from = optarg; break;
-		case OPT_CLASSES: o.classes = (int)sn_cli_int("--classes", optarg, 1, SN_DATA_MAX_CLASSES); break;
-		case OPT_FORMAT: o.format = parse_format(optarg); break;
-		case OPT_CIFAR100: o.cifar100 = 1; break;
+		case 's': o->seed = (uint64_t)sn_cli_int("--seed", optarg, 0, INT64_MAX); break;
+		case OPT_VAL: o->val = sn_cli_double("--val", optarg, 0, 0.999999); break;
+		case OPT_LIMIT: o->limit = sn_cli_int("--limit", optarg, 1, INT64_MAX); break;
+		case OPT_NO_NORMALIZE: o->normalize = 0; break;
+		case OPT_STATS_FROM: o->stats_from = optarg; break;
+		case OPT_CLASSES: o->classes = (int)sn_cli_int("--classes", optarg, 1, SN_DATA_MAX_CLASSES); break;
+		case OPT_FORMAT: o->format = parse_format(optarg); break;
+		case OPT_CIFAR100: o->cifar100 = 1; break;
 		case OPT_LABEL:
 			if (strcmp(optarg, "coarse") && strcmp(optarg, "fine"))
 				sn_cli_usage_error("--label: expected coarse or fine, got '%s'", optarg);
-			o.cifar_coarse = !strcmp(optarg, "coarse");
+			o->cifar_coarse = !strcmp(optarg, "coarse");
 			break;
-		case OPT_DELIMITER: o.delimiter = parse_delimiter(optarg); break;
-		case OPT_HEADER: o.header = 1; break;
-		case OPT_NO_HEADER: o.header = 0; break;
-		case OPT_LABEL_COL: o.label_col = optarg; break;
-		case OPT_JSON: json = 1; break;
-		case 'h': usage(); free(labels); return 0;
-		case 'V': free(labels); sn_cli_version();
+		case OPT_DELIMITER: o->delimiter = parse_delimiter(optarg); break;
+		case OPT_HEADER: o->header = 1; break;
+		case OPT_NO_HEADER: o->header = 0; break;
+		case OPT_LABEL_COL: o->label_col = optarg; break;
+		case OPT_JSON: *json = 1; break;
+		case 'h': usage(); exit(0);
+		case 'V': sn_cli_version();
 		default: sn_cli_usage_error("unknown option");
 		}
 	}
 	if (!have_k)
 		sn_cli_usage_error("no shard count (-k K)");
-	if (!o.outdir)
+	if (!o->outdir)
 		sn_cli_usage_error("no output directory (-o DIR)");
 	if (optind == argc)
 		sn_cli_usage_error("no input files");
@@ -194,17 +187,32 @@ int main(int argc, char **argv)
 	if (stratify && (modes & 6))
 		sn_cli_usage_error("--stratify shuffles; it excludes --contiguous and --round-robin");
 	if (stratify)
-		o.split = SN_SPLIT_STRATIFY;
-	if (!o.normalize && o.stats_from)
+		o->split = SN_SPLIT_STRATIFY;
+	if (!o->normalize && o->stats_from)
 		sn_cli_usage_error("--no-normalize and --stats-from exclude each other");
-	o.inputs = (const char *const *)argv + optind;
-	o.ninputs = argc - optind;
+	o->inputs = (const char *const *)argv + optind;
+	o->ninputs = argc - optind;
+}
+
+int main(int argc, char **argv)
+{
+	sn_data_shard_opts o;
+	sn_data_shard_result r;
+	int json = 0;
+	/* static: exit() from option parsing must not leave it unreachable */
+	static const char **labels;
+	sn_cli_init("sn-shard");
+	sn_data_shard_opts_init(&o);
+	if (!(labels = calloc((size_t)argc, sizeof *labels))) {
+		sn_cli_warn("out of memory");
+		return SN_EXIT_RUNTIME;
+	}
+	parse_args(argc, argv, &o, labels, &json);
 	if (sn_cli_progress_enabled())
 		o.progress = progress;
 	o.cancel = &interrupted;
 	catch_signals();
 
-	sn_data_shard_result r;
 	int err = sn_data_shard(&o, &r);
 	if (err) {
 		sn_cli_error(r.errfile, err);
