@@ -66,11 +66,12 @@ static void write_data(const char *path, sn_dtype dt, int ndim, const int64_t *s
 	free(y);
 }
 
-static uint8_t pixels[5 * 2 * 3 * 2];
+/* 30 values a channel: one SIMD block of 16 and a tail */
+static uint8_t pixels[5 * 2 * 6 * 5];
 
 static void write_images(const char *path, const char *const *meta, int bad_label)
 {
-	const int64_t shape[4] = { 5, 2, 3, 2 };
+	const int64_t shape[4] = { 5, 2, 6, 5 };
 	for (size_t i = 0; i < sizeof pixels; i++)
 		pixels[i] = (uint8_t)(i * 37 % 256);
 	write_data(path, SN_U8, 4, shape, pixels, 3, bad_label, meta);
@@ -90,16 +91,16 @@ static void batch_normalises_u8_images_per_channel(void **state)
 	assert_int_equal(d.shape.d[0], 2);
 	assert_int_equal(d.nstats, 2);
 	const int64_t idx[3] = { 4, 0, 2 };
-	float x[3 * 12];
+	float x[3 * 60];
 	int32_t y[3];
 	sn_data_batch(&d, idx, 3, x, y);
 	const double mean[2] = { 0.25, 0.5 }, sd[2] = { 0.5, 2 };
 	for (int b = 0; b < 3; b++) {
 		assert_int_equal(y[b], idx[b] % 3);
 		for (int c = 0; c < 2; c++)
-			for (int j = 0; j < 6; j++) {
-				double v = pixels[idx[b] * 12 + c * 6 + j] / 255.0;
-				assert_float_equal(x[b * 12 + c * 6 + j], (v - mean[c]) / sd[c], 1e-5);
+			for (int j = 0; j < 30; j++) {
+				double v = pixels[idx[b] * 60 + c * 30 + j] / 255.0;
+				assert_float_equal(x[b * 60 + c * 30 + j], (v - mean[c]) / sd[c], 1e-5);
 			}
 	}
 	sn_data_close(&d);
@@ -135,6 +136,28 @@ static void batch_normalises_f32_tables_per_feature_or_once(void **state)
 	sn_data_batch(&d, idx, 2, x, y);
 	for (int j = 0; j < 6; j++)
 		assert_float_equal(x[j], (v[idx[j / 3] * 3 + j % 3] + 1) / 0.5, 1e-6);
+	sn_data_close(&d);
+}
+
+static void batch_normalises_wide_f32_tables(void **state)
+{
+	fixture *f = *state;
+	enum { N = 3, D = 37 };
+	const int64_t shape[2] = { N, D };
+	float v[N * D], x[2 * D];
+	for (int i = 0; i < N * D; i++)
+		v[i] = (float)(i % 11) * 0.25f - 1;
+	const char *one[] = { "format", "sn.data.v1", "classes", "2", "mean", "[0.5]",
+			      "std", "[4]", NULL };
+	const int64_t idx[2] = { 2, 0 };
+	int32_t y[2];
+	sn_data d;
+	write_data(f->path, SN_F32, 2, shape, v, 2, 0, one);
+	assert_int_equal(sn_data_open(f->path, &d), 0);
+	sn_data_batch(&d, idx, 2, x, y);
+	for (int b = 0; b < 2; b++)
+		for (int j = 0; j < D; j++)
+			assert_float_equal(x[b * D + j], (v[idx[b] * D + j] - 0.5) / 4, 1e-6);
 	sn_data_close(&d);
 }
 
@@ -341,6 +364,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(batch_normalises_u8_images_per_channel, setup, teardown),
 		cmocka_unit_test_setup_teardown(batch_normalises_f32_tables_per_feature_or_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(batch_normalises_wide_f32_tables, setup, teardown),
 		cmocka_unit_test_setup_teardown(open_refuses_malformed_data_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(open_refuses_wrong_tensors, setup, teardown),
 		cmocka_unit_test_setup_teardown(shard_stratifies_and_every_record_lands_once, setup, teardown),
