@@ -122,6 +122,12 @@ static void gather_row(const conv_geom *g, const float *src, float *dst, int64_t
 		       int64_t kj, const int64_t valid[4])
 {
 	const int64_t oh0 = valid[0], oh1 = valid[1], ow0 = valid[2], ow1 = valid[3];
+	if (g->stride == 1 && g->pad == 0) {   /* the common case: plain copies */
+		const float *s = src + ki * g->W + kj;
+		for (int64_t oh = 0; oh < g->OH; oh++, s += g->W, dst += g->OW)
+			copy_floats(dst, s, g->OW);
+		return;
+	}
 	memset(dst, 0, (size_t)(oh0 * g->OW) * sizeof *dst);
 	for (int64_t oh = oh0; oh < oh1; oh++) {
 		float *d = dst + oh * g->OW;
@@ -145,6 +151,12 @@ static void scatter_row(const conv_geom *g, const float *src, float *dst, int64_
 			int64_t kj, const int64_t valid[4])
 {
 	const int64_t oh0 = valid[0], oh1 = valid[1], ow0 = valid[2], ow1 = valid[3];
+	if (g->stride == 1 && g->pad == 0) {
+		float *d = dst + ki * g->W + kj;
+		for (int64_t oh = 0; oh < g->OH; oh++, d += g->W, src += g->OW)
+			add_floats(d, src, g->OW);
+		return;
+	}
 	for (int64_t oh = oh0; oh < oh1; oh++) {
 		const float *s = src + oh * g->OW;
 		float *d = dst + (oh * g->stride - g->pad + ki) * g->W;
