@@ -146,7 +146,7 @@ static int scan_finite(const sn_st *st)
 {
 	for (int i = 0; i < st->ntensors; i++) {
 		const sn_tensor *t = &st->tensors[i];
-		int64_t n = sn_tensor_numel(t);
+		int64_t n = t->dtype == SN_F32 ? sn_tensor_numel(t) : 0;   /* others are refused later */
 		for (int64_t j = 0; j < n; j++) {
 			float v;
 			memcpy(&v, (const char *)t->data + 4 * j, 4);

@@ -212,6 +212,22 @@ open("nan", "wb").write(struct.pack("<Q", len(h)) + h + d)'
 	[[ "$output" == *"differs from w1"*YAML* ]]
 }
 
+@test "sn-average refuses tensors that are not F32" {
+	mkw w1 1
+	"$PY" -c '
+import json, struct, zlib
+d = bytes(17)
+h = {"a": {"dtype": "U8", "shape": [12], "data_offsets": [0, 12]},
+     "b": {"dtype": "U8", "shape": [5], "data_offsets": [12, 17]},
+     "__metadata__": {"net": "name: t\n", "crc32": "%08x" % zlib.crc32(d)}}
+h = json.dumps(h).encode(); h += b" " * (-len(h) % 8)
+open("u8", "wb").write(struct.pack("<Q", len(h)) + h + d)'
+	run sn-average w1 u8 -o out
+	[ "$status" -eq 1 ]
+	assert_one_line_error u8
+	[[ "$output" == *'"a" is U8, expected F32'* ]]
+}
+
 @test "sn-average --json reports inputs used and excluded, examples and loss" {
 	mkw w1 1 10 1.0; mkw w2 2 30 3.0; : >empty
 	run sn-average --json w1 w2 empty -o out
