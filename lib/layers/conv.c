@@ -105,6 +105,19 @@ static inline void copy_floats(float *restrict dst, const float *restrict src, i
 		dst[i] = src[i];
 }
 
+/* Blocks of 8 with restrict pointers are what GCC's -O2 vectoriser takes;
+ * the plain loop stayed scalar. */
+static inline void copy_plus(float *restrict dst, const float *restrict src, float add,
+			     int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			dst[i + j] = src[i + j] + add;
+	for (; i < n; i++)
+		dst[i] = src[i] + add;
+}
+
 static inline void add_floats(float *restrict dst, const float *restrict src, int64_t n)
 {
 	int64_t i = 0;
@@ -230,13 +243,8 @@ static void conv_forward(sn_layer *l, const float *in, float *out, int B, sn_pas
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.F, (int)N, (int)ckk,
 		    1.0f, l->w[0], (int)ckk, cols, (int)N, 0.0f, y, (int)N);
 	for (int64_t b = 0; b < B; b++)
-		for (int64_t f = 0; f < g.F; f++) {
-			const float *src = y + f * N + b * S;
-			float *dst = out + (b * g.F + f) * S;
-			float add = bias ? bias[f] : 0.0f;
-			for (int64_t s = 0; s < S; s++)
-				dst[s] = src[s] + add;
-		}
+		for (int64_t f = 0; f < g.F; f++)
+			copy_plus(out + (b * g.F + f) * S, y + f * N + b * S, bias ? bias[f] : 0.0f, S);
 }
 
 static void conv_backward(sn_layer *l, const float *in, const float *out,
