@@ -177,14 +177,13 @@ static int64_t layer_params(const sn_layer *l, int trainable)
 	return n;
 }
 
-static int parse_net(const sn_st *st, const char *path, sn_net *net)
+static int parse_net(const sn_st *st, sn_net *net)
 {
 	const char *yaml = sn_st_meta(st, "net");
 	if (!yaml)
 		return sn_fail(SN_EFORMAT, "weight file has no \"net\" metadata");
-	char source[512];
-	snprintf(source, sizeof source, "%s[net]", path);
-	return sn_net_parse(yaml, strlen(yaml), source, net);
+	/* the caller prefixes the path: positions read "net:3:10: ..." */
+	return sn_net_parse(yaml, strlen(yaml), "net", net);
 }
 
 static void text_net(const sn_net *net)
@@ -324,7 +323,7 @@ static int report(const char *path, const sn_st *st, const options *o, json_t *o
 	}
 	if (fmt && strcmp(fmt, "sn.weights.v1") == 0) {
 		sn_net net;
-		if (!(err = parse_net(st, path, &net))) {
+		if (!(err = parse_net(st, &net))) {
 			if (obj)
 				json_object_set_new(obj, "net", json_net(&net));
 			else if (!o->quiet)
@@ -351,7 +350,7 @@ static int verify_kind(const char *path, const sn_st *st)
 	int err = 0;
 	if (fmt && strcmp(fmt, "sn.weights.v1") == 0) {
 		sn_net net;
-		if (!(err = parse_net(st, path, &net))) {
+		if (!(err = parse_net(st, &net))) {
 			err = sn_net_load_weights(&net, st);
 			sn_net_free(&net);
 		}
@@ -373,6 +372,9 @@ static int one_file(const char *path, const options *o, json_t *out)
 		json_array_append_new(out, err ? json_pack("{s:s, s:b, s:s}", "file", path, "ok", 0,
 							   "error", sn_errdetail())
 					       : json_pack("{s:s, s:b}", "file", path, "ok", 1));
+	else if (o->json && err && was_read)	/* the report is there: mark it */
+		json_object_set_new(json_array_get(out, json_array_size(out) - 1), "error",
+				    json_string(sn_errdetail()));
 	else if (o->json && err)
 		json_array_append_new(out, json_pack("{s:s, s:s}", "file", path, "error",
 						     sn_errdetail()));

@@ -326,3 +326,24 @@ EOF2
 	[ "$status" -eq 1 ]
 	assert_one_line_error bad.safetensors
 }
+
+@test "a weight file whose net YAML does not parse is reported, then fails with the YAML position" {
+	need_sn_init
+	sn-init "$NETS/lenet.yaml" -o w.safetensors
+	"$PY" - <<'EOF2'
+import json
+raw = open("w.safetensors", "rb").read()
+n = int.from_bytes(raw[:8], "little")
+h = json.loads(raw[8:8 + n])
+h["__metadata__"]["net"] = "name: x\ninput: [1]\nlayers: [bogus]\n"
+hb = json.dumps(h).encode()
+open("badnet.safetensors", "wb").write(len(hb).to_bytes(8, "little") + hb + raw[8 + n:])
+EOF2
+	run sn-info badnet.safetensors
+	[ "$status" -eq 1 ]
+	[[ "${lines[0]}" == "badnet.safetensors: sn.weights.v1, 8 tensors,"* ]]
+	[[ "${lines[-1]}" == 'sn-info: badnet.safetensors: net:3:10: unknown layer kind "bogus"' ]]
+	run sn-info --json badnet.safetensors
+	[ "$status" -eq 1 ]
+	echo "$output" | grep -v '^sn-info: ' | "$PY" -c 'import json,sys; d=json.load(sys.stdin); assert len(d)==1 and "bogus" in d[0]["error"], d'
+}
