@@ -6,9 +6,9 @@
  * threads busy even when F and C*k*k are small, as in LeNet.  The GEMM
  * result is [F, B*OH*OW]; copying it to NCHW is a row copy per (b, f),
  * into which the bias add is folded.  The columns live in the layer's saved
- * area: backward reuses them for dW instead of rebuilding them (im2col is
- * memory-bound, about as slow as LeNet's small GEMMs), then overwrites them
- * with dcols. */
+ * area: backward reuses them for dW instead of rebuilding them.  dX goes
+ * a few examples at a time (dcols = W^T x dY, then col2im), so each chunk
+ * of dcols is still in cache when col2im reads it. */
 #include "layers.h"
 
 #include <cblas.h>
@@ -33,6 +33,14 @@ static conv_geom geom_of(const sn_layer *l)
 	g.OH = (g.H + 2 * g.pad - g.k) / g.stride + 1;
 	g.OW = (g.W + 2 * g.pad - g.k) / g.stride + 1;
 	return g;
+}
+
+/* Examples per dX chunk: about 512 KB of dcols. */
+static int64_t dx_chunk(const conv_geom *g)
+{
+	const int64_t per_example = g->C * g->k * g->k * g->OH * g->OW;
+	const int64_t n = (INT64_C(1) << 17) / per_example;
+	return n < 1 ? 1 : n;
 }
 
 static int conv_setup(sn_layer *l)
@@ -72,10 +80,10 @@ static int conv_setup(sn_layer *l)
 	int64_t macs = F * ckk * spatial;
 	l->flops_forward = 2 * macs + (bias ? F * spatial : 0);
 	l->flops_backward = 4 * macs + (bias ? F * spatial : 0);
-	l->saved_per_example = ckk * spatial;   /* cols, then dcols */
+	l->saved_per_example = ckk * spatial;   /* cols */
 	l->saved_fixed = 0;
 	l->scratch_per_example = F * spatial;   /* the GEMM's [F, B*OH*OW] */
-	l->scratch_fixed = 0;
+	l->scratch_fixed = ckk * spatial * dx_chunk(&g);
 	return 0;
 }
 
@@ -254,7 +262,7 @@ static void conv_backward(sn_layer *l, const float *in, const float *out,
 	(void)in;
 	const conv_geom g = geom_of(l);
 	const int64_t S = g.OH * g.OW, N = B * S, ckk = g.C * g.k * g.k;
-	float *dy = p->scratch, *cols = l->saved;
+	float *dy = p->scratch, *cols = l->saved, *dcols = dy + g.F * N;
 	float *dbias = l->nparams > 1 ? l->dw[1] : NULL;
 	for (int64_t f = 0; f < g.F; f++) {
 		double sum = 0;
@@ -272,10 +280,14 @@ static void conv_backward(sn_layer *l, const float *in, const float *out,
 			    1.0f, dy, (int)N, cols, (int)N, 1.0f, l->dw[0], (int)ckk);
 	if (!din)
 		return;
-	/* the columns are spent: their space takes dcols */
-	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)N, (int)g.F,
-		    1.0f, l->w[0], (int)ckk, dy, (int)N, 0.0f, cols, (int)N);
-	col2im(&g, cols, din, B);
+	const int64_t chunk = dx_chunk(&g), plane = g.H * g.W;
+	for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+		const int64_t n = B - b0 < chunk ? B - b0 : chunk;
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)(n * S),
+			    (int)g.F, 1.0f, l->w[0], (int)ckk, dy + b0 * S, (int)N, 0.0f, dcols,
+			    (int)(n * S));
+		col2im(&g, dcols, din + b0 * g.C * plane, (int)n);
+	}
 }
 
 void sn_conv_forward_naive(const sn_layer *l, const float *in, float *out, int B)

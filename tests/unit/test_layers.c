@@ -250,6 +250,38 @@ static void conv_gradients_match_finite_differences(void **state)
 	check_kind(l, 2, inputs_uniform);
 }
 
+/* Large enough that backward computes dX one example at a time: spot
+ * checks of the input gradient in every example. */
+static void conv_input_gradient_is_right_in_every_chunk(void **state)
+{
+	(void)state;
+	sn_layer l = layer("conv", chw(16, 24, 24));
+	opt(&l, SN_OPT_FILTERS, 2);
+	opt(&l, SN_OPT_KERNEL, 3);
+	fixture f;
+	prepare(&f, l, 3, 3);
+	assert_true(f.l.scratch_fixed < 16 * 9 * 22 * 22 * 2);   /* chunks of 1 */
+	float *in = inputs_uniform(&f, 5), *R = floats(f.nout), *din = floats(f.nin);
+	sn_rng r;
+	sn_rng_seed(&r, 8);
+	fill(R, f.nout, &r, -1.0f, 1.0f);
+	objective o = {&f, R, NULL, floats(f.nout)};
+	(void)evaluate(&o, in);
+	sn_pass p = {.training = 1, .scratch = f.scratch};
+	f.l.kind->backward(&f.l, in, o.out, R, din, f.B, &p);
+	int bad = 0;
+	for (int i = 0; i < 60; i++) {
+		int64_t j = (int64_t)sn_rng_below(&r, (uint64_t)f.nin);
+		double num = numeric(&o, in, in, j, 1e-2f);
+		if (!agree(num, din[j]) && bad++ < 5)
+			print_error("input[%lld]: numeric %.6g, backward %.6g\n", (long long)j, num,
+				    din[j]);
+	}
+	assert_int_equal(bad, 0);
+	free(in), free(R), free(din), free(o.out);
+	release(&f);
+}
+
 static void pool_gradients_match_finite_differences(void **state)
 {
 	(void)state;
@@ -729,6 +761,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(conv_gradients_match_finite_differences),
+		cmocka_unit_test(conv_input_gradient_is_right_in_every_chunk),
 		cmocka_unit_test(pool_gradients_match_finite_differences),
 		cmocka_unit_test(dense_gradients_match_finite_differences),
 		cmocka_unit_test(activation_gradients_match_finite_differences),
