@@ -8,12 +8,14 @@
 # is >= 91.0% within 10 epochs.
 #   SN_BENCH_EPOCHS   epochs (default 10)
 #   SN_BENCH_THREADS  OpenBLAS threads (default: nproc)
+#   SN_BENCH_NET      the net (default examples/nets/lenet.yaml), for tuning
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$root/bin:$PATH"
 fm=/usr/share/datasets/fashion-mnist
 epochs=${SN_BENCH_EPOCHS:-10}
 threads=${SN_BENCH_THREADS:-$(nproc)}
+net=${SN_BENCH_NET:-$root/examples/nets/lenet.yaml}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -23,17 +25,17 @@ acc_of() {   # accuracy (fraction) out of an sn-eval --json report on stdin
 
 SECONDS=0
 sn-shard "$fm/train-images-idx3-ubyte.gz" --labels "$fm/train-labels-idx1-ubyte.gz" \
-	-k 1 -o "$work/train" --seed 1 >/dev/null
+	-k 1 -o "$work/train" --seed 1 2>/dev/null
 train=$work/train/shard-000.safetensors
 sn-shard "$fm/t10k-images-idx3-ubyte.gz" --labels "$fm/t10k-labels-idx1-ubyte.gz" \
-	-k 1 -o "$work/test" --stats-from "$train" >/dev/null
+	-k 1 -o "$work/test" --stats-from "$train" 2>/dev/null
 test=$work/test/shard-000.safetensors
-echo "sharded Fashion-MNIST in ${SECONDS}s; lenet, $threads threads, batch from lenet.yaml"
+echo "sharded Fashion-MNIST in ${SECONDS}s; $(basename "$net"), $threads threads"
 
-batch=$(sed -n 's/^ *batch: *\([0-9]*\).*/\1/p' "$root/examples/nets/lenet.yaml" | head -1)
+batch=$(sed -n 's/^ *batch: *\([0-9]*\).*/\1/p' "$net" | head -1)
 batch=${batch:-64}
 steps=$(( (60000 + batch - 1) / batch ))
-sn-init "$root/examples/nets/lenet.yaml" -o "$work/w.safetensors" --seed 1
+sn-init "$net" -o "$work/w.safetensors" --seed 1
 printf '%5s %8s %10s %9s %9s\n' epoch steps train_loss test_acc seconds
 start=$(date +%s.%N)
 best=0
