@@ -177,38 +177,83 @@ uint16_t sn_f32_to_bf16(float f)
 	return (uint16_t)h;
 }
 
+#define CHUNK 4096
+
+/* Elements [at, at+n) as doubles: the dtype switch runs once per chunk,
+ * not once per element. */
+static void load_chunk(const sn_tensor *t, size_t at, size_t n, double *out)
+{
+	const unsigned char *p = t->data;
+	switch (t->dtype) {
+	case SN_F32:
+		for (size_t i = 0; i < n; i++)
+			out[i] = load_f32(p, at + i);
+		break;
+	case SN_U8:
+		for (size_t i = 0; i < n; i++)
+			out[i] = p[at + i];
+		break;
+	default:
+		for (size_t i = 0; i < n; i++)
+			out[i] = sn_tensor_get(t, at + i);
+	}
+}
+
+/* Running totals, merged chunk by chunk (Chan et al.), so the variance of
+ * large-mean data keeps its precision without a division per element. */
+typedef struct {
+	double n, mean, m2, ss, min, max;
+} moments;
+
+static void merge_chunk(moments *m, const double *v, size_t n)
+{
+	double cn = 0, sum = 0, mn = m->min, mx = m->max;
+	for (size_t i = 0; i < n; i++)
+		if (isfinite(v[i])) {
+			cn++;
+			sum += v[i];
+			mn = v[i] < mn ? v[i] : mn;
+			mx = v[i] > mx ? v[i] : mx;
+		}
+	if (cn == 0)
+		return;
+	double cmean = sum / cn, cm2 = 0, ss = 0;
+	for (size_t i = 0; i < n; i++)
+		if (isfinite(v[i])) {
+			double d = v[i] - cmean;
+			cm2 += d * d;
+			ss += v[i] * v[i];
+		}
+	double total = m->n + cn, delta = cmean - m->mean;
+	m->m2 += cm2 + delta * delta * m->n * cn / total;
+	m->mean += delta * cn / total;
+	m->n = total;
+	m->ss += ss;
+	m->min = mn;
+	m->max = mx;
+}
+
 void sn_tensor_stats_compute(const sn_tensor *t, sn_tensor_stats *s)
 {
+	double buf[CHUNK];
+	moments m = {0, 0, 0, 0, INFINITY, -INFINITY};
+	int64_t n = sn_tensor_numel(t);
 	memset(s, 0, sizeof *s);
-	int64_t n = sn_tensor_numel(t), finite = 0;
-	double mean = 0, m2 = 0, ss = 0;
-	s->min = INFINITY;
-	s->max = -INFINITY;
-	for (int64_t i = 0; i < n; i++) {
-		double v = sn_tensor_get(t, (size_t)i);
-		if (!isfinite(v)) {
-			s->nonfinite++;
-			continue;
-		}
-		/* Welford: a plain sum of squares loses the std of large-mean data. */
-		finite++;
-		double d = v - mean;
-		mean += d / (double)finite;
-		m2 += d * (v - mean);
-		ss += v * v;
-		if (v < s->min)
-			s->min = v;
-		if (v > s->max)
-			s->max = v;
+	for (int64_t at = 0; at < n; at += CHUNK) {
+		size_t k = (size_t)(n - at < CHUNK ? n - at : CHUNK);
+		load_chunk(t, (size_t)at, k, buf);
+		merge_chunk(&m, buf, k);
 	}
-	if (!finite) {
-		s->min = s->max = s->mean = s->std = n ? NAN : 0;
-		s->l2 = n ? NAN : 0;
+	s->nonfinite = n - (int64_t)m.n;
+	if (m.n == 0) {
+		s->min = s->max = s->mean = s->std = s->l2 = n ? NAN : 0;
 		return;
 	}
-	s->mean = mean;
-	s->std = sqrt(m2 / (double)finite);
-	s->l2 = sqrt(ss);
+	s->min = m.min;
+	s->max = m.max;
+	s->mean = m.mean;
+	s->std = sqrt(m.m2 / m.n);
+	s->l2 = sqrt(m.ss);
 }
 
 static double element_diff(double x, double y)
@@ -222,17 +267,21 @@ static double element_diff(double x, double y)
 
 void sn_tensor_diff_compute(const sn_tensor *a, const sn_tensor *b, sn_tensor_diff *d)
 {
+	double va[CHUNK], vb[CHUNK], max_abs = 0, ss_diff = 0, ss_a = 0;
 	int64_t n = sn_tensor_numel(a);
-	double max_abs = 0, ss_diff = 0, ss_a = 0;
 	if (sn_tensor_numel(b) < n)
 		n = sn_tensor_numel(b);
-	for (int64_t i = 0; i < n; i++) {
-		double x = sn_tensor_get(a, (size_t)i), e = element_diff(x, sn_tensor_get(b, (size_t)i));
-		if (e > max_abs)
-			max_abs = e;
-		ss_diff += e * e;
-		if (isfinite(x))
-			ss_a += x * x;
+	for (int64_t at = 0; at < n; at += CHUNK) {
+		size_t k = (size_t)(n - at < CHUNK ? n - at : CHUNK);
+		load_chunk(a, (size_t)at, k, va);
+		load_chunk(b, (size_t)at, k, vb);
+		for (size_t i = 0; i < k; i++) {
+			double e = element_diff(va[i], vb[i]);
+			max_abs = e > max_abs ? e : max_abs;
+			ss_diff += e * e;
+			if (isfinite(va[i]))
+				ss_a += va[i] * va[i];
+		}
 	}
 	d->max_abs = max_abs;
 	d->rel_l2 = ss_diff == 0 ? 0 : ss_a == 0 ? INFINITY : sqrt(ss_diff / ss_a);

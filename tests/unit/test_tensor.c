@@ -223,6 +223,27 @@ static void stats_are_computed_in_double(void **state)
 	sn_tensor_stats_compute(&td, &s);
 	assert_true(fabs(s.std - sqrt(2.0 / 3)) < 1e-9);
 
+	/* across many chunks, with a NaN and an inf among them */
+	enum { N = 10001 };
+	static double big[N];
+	double sum = 0, m2 = 0;
+	for (int i = 0; i < N; i++)
+		sum += big[i] = 1e9 + i % 3 + 0.25 * (i % 7);
+	for (int i = 0; i < N; i++)
+		m2 += (big[i] - sum / N) * (big[i] - sum / N);
+	double want_mean = sum / N, want_std = sqrt(m2 / N);
+	sn_tensor tb = {.dtype = SN_F64, .ndim = 1, .shape = {N + 2}};
+	static double withbad[N + 2];
+	memcpy(withbad, big, sizeof big);
+	withbad[N] = NAN;
+	withbad[N + 1] = -INFINITY;
+	tb.data = withbad;
+	sn_tensor_stats_compute(&tb, &s);
+	assert_int_equal(s.nonfinite, 2);
+	assert_true(fabs(s.mean - want_mean) < 1e-6);
+	assert_true(fabs(s.std - want_std) < 1e-9);
+	assert_true(s.min == 1e9 && s.max == 1e9 + 2 + 1.5);
+
 	sn_tensor empty = {.dtype = SN_F32, .ndim = 1, .shape = {0}};
 	sn_tensor_stats_compute(&empty, &s);
 	assert_true(s.mean == 0 && s.l2 == 0 && s.nonfinite == 0);
