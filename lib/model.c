@@ -72,14 +72,21 @@ static int alloc_workspaces(sn_model *m)
 	int err;
 	if ((err = alloc_floats(&m->scratch, scratch)) || (err = alloc_floats(&m->saved, saved)))
 		return err;
+	return 0;
+}
+
+/* Point each layer's saved area into this model's buffer.  Done before
+ * every pass, not once, so two models over one net (say, a training and an
+ * evaluation batch size) never run on each other's buffers. */
+static void bind_saved(sn_model *m)
+{
 	float *at = m->saved;
-	for (int i = 0; i < net->nlayers; i++) {
-		sn_layer *l = &net->layers[i];
+	for (int i = 0; i < m->net->nlayers; i++) {
+		sn_layer *l = &m->net->layers[i];
 		int64_t v = batch_floats(l->saved_per_example, l->saved_fixed, m->max_batch);
 		l->saved = v > 0 ? at : NULL;
 		at += v;
 	}
-	return 0;
 }
 
 int sn_model_init(sn_model *m, sn_net *net, int max_batch)
@@ -157,6 +164,7 @@ int sn_model_forward(sn_model *m, const float *x, const int32_t *y, int B,
 	if (B < 1 || B > m->max_batch)
 		return sn_fail(SN_EINVAL, "batch of %d outside 1..%d", B, m->max_batch);
 	memcpy(m->act[0], x, (size_t)(act_size(net, 0) * B) * sizeof *x);
+	bind_saved(m);
 	sn_pass p = {.training = training, .rng = rng, .scratch = m->scratch, .labels = y};
 	for (int i = 0; i < n; i++) {
 		sn_layer *l = &net->layers[i];
@@ -180,6 +188,7 @@ void sn_model_backward(sn_model *m, int B)
 		return;
 	if (net->grad && net->nparam)
 		memset(net->grad, 0, net->nparam * sizeof *net->grad);
+	bind_saved(m);
 	sn_pass p = {.training = 1, .scratch = m->scratch};
 	for (int i = net->nlayers - 1; i >= 0; i--) {
 		sn_layer *l = &net->layers[i];

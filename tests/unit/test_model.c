@@ -166,6 +166,36 @@ static void smaller_batches_give_the_same_rows(void **state)
 	close_net(&s);
 }
 
+/* sn-eval and sn-sgd size their models differently; two over one net must
+ * not share the layers' saved areas. */
+static void two_models_over_one_net_keep_apart(void **state)
+{
+	(void)state;
+	setup_t s;
+	open_net(&s, smooth_net, 3, 3);
+	sn_model big;
+	assert_int_equal(sn_model_init(&big, &s.net, 64), 0);
+	(void)loss_at(&s);
+	sn_model_backward(&s.m, s.B);
+	float *grad = malloc(s.net.nparam * sizeof *grad);
+	assert_non_null(grad);
+	memcpy(grad, s.net.grad, s.net.nparam * sizeof *grad);
+	/* a pass of the other model between forward and backward */
+	(void)loss_at(&s);
+	float *other = malloc(sn_shape_size(&s.net.input) * 3 * sizeof *other);
+	assert_non_null(other);
+	for (int64_t i = 0; i < sn_shape_size(&s.net.input) * 3; i++)
+		other[i] = -2.0f * s.x[i];
+	double loss;
+	assert_int_equal(sn_model_forward(&big, other, s.y, 3, 1, NULL, &loss), 0);
+	sn_model_backward(&s.m, s.B);
+	assert_memory_equal(grad, s.net.grad, s.net.nparam * sizeof *grad);
+	free(other);
+	free(grad);
+	sn_model_free(&big);
+	close_net(&s);
+}
+
 static void a_nan_input_is_reported_at_the_first_layer(void **state)
 {
 	(void)state;
@@ -233,6 +263,7 @@ int main(void)
 		cmocka_unit_test(gradients_match_finite_differences_of_the_loss),
 		cmocka_unit_test(backward_is_deterministic_and_overwrites_gradients),
 		cmocka_unit_test(smaller_batches_give_the_same_rows),
+		cmocka_unit_test(two_models_over_one_net_keep_apart),
 		cmocka_unit_test(a_nan_input_is_reported_at_the_first_layer),
 		cmocka_unit_test(batches_outside_the_maximum_are_refused),
 		cmocka_unit_test(profiling_adds_up_time_per_layer),
