@@ -500,6 +500,16 @@ static int declared_size(const unsigned char *buf, size_t len, size_t *limit)
 	return 1;
 }
 
+/* A stream is held in memory whole: one that declares more than the
+ * machine has is refused up front rather than left to the OOM killer. */
+static size_t memory_size(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+	if (pages <= 0 || page <= 0 || (unsigned long)pages > SIZE_MAX / (unsigned long)page)
+		return SIZE_MAX;
+	return (size_t)pages * (size_t)page;
+}
+
 static int grow_buffer(unsigned char **buf, size_t *cap, size_t limit)
 {
 	size_t ncap = *cap > limit / 2 ? limit + 1 : *cap * 2;
@@ -529,6 +539,11 @@ static int read_stream(source *s, sn_st *st)
 		len += (size_t)r;
 		if (!known && len >= 8 && (known = declared_size(buf, len, &limit)) < 0)
 			break;
+		if (known == 1 && limit > memory_size()) {
+			err = sn_fail(SN_ENOMEM, "the header declares %zu bytes, more than this "
+				      "machine's memory", limit);
+			break;
+		}
 		if (len > limit) {
 			err = sn_fail(SN_EFORMAT, "data continues after the last tensor");
 			break;

@@ -629,6 +629,24 @@ static void a_gzip_stream_with_trailing_data_is_refused(void **state)
 	unlink(path);
 }
 
+static void a_gzip_stream_declaring_more_than_memory_is_refused_early(void **state)
+{
+	(void)state;
+	char path[256];
+	size_t len;
+	unsigned char *b = raw_file("{\"x\":{\"dtype\":\"U8\",\"shape\":[1125899906842624],"
+				    "\"data_offsets\":[0,1125899906842624]}}", data16, 16, &len);
+	gzFile g = gzopen(in_dir("bomb.safetensors.gz", path), "wb");
+	assert_non_null(g);
+	assert_int_equal(gzwrite(g, b, (unsigned)len), (int)len);
+	assert_int_equal(gzclose(g), Z_OK);
+	sn_st st;
+	assert_int_equal(sn_st_read(path, &st, 0), SN_ENOMEM);
+	assert_non_null(strstr(sn_errdetail(), "memory"));
+	free(b);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -653,6 +671,7 @@ int main(void)
 		cmocka_unit_test(files_that_are_not_there_or_not_files),
 		cmocka_unit_test(a_truncated_gzip_stream_is_truncated),
 		cmocka_unit_test(a_gzip_stream_with_trailing_data_is_refused),
+		cmocka_unit_test(a_gzip_stream_declaring_more_than_memory_is_refused_early),
 		cmocka_unit_test(random_corruptions_never_crash),
 	};
 	return cmocka_run_group_tests(tests, make_dir, remove_dir);
