@@ -1,7 +1,8 @@
 /* dropout.c: inverted dropout.  Training keeps each value with probability
  * 1-rate and scales it by 1/(1-rate), so evaluation is the identity and
- * needs no rescaling.  The mask (0 or the scale) is saved for backward,
- * which the model runs only after a training forward. */
+ * needs no rescaling; so is a training pass given no generator, rather than
+ * a crash.  The mask (0 or the scale) is saved for backward, which the
+ * model runs only after a training forward. */
 #include "layers.h"
 
 #include <math.h>
