@@ -239,10 +239,12 @@ typedef struct {
 static void summarize_data(const sn_st *st, data_summary *d)
 {
 	memset(d, 0, sizeof *d);
-	const sn_tensor *y = sn_st_find(st, "y");
+	const sn_tensor *y = sn_st_find(st, "y"), *x = sn_st_find(st, "x");
 	const char *k = sn_st_meta(st, "classes");
 	char *end = NULL;
 	long classes = k ? strtol(k, &end, 10) : 0;
+	if (x && x->ndim > 0)
+		d->records = x->shape[0];
 	if (!y || y->ndim != 1)
 		return;
 	d->records = y->shape[0];
