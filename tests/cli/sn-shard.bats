@@ -329,6 +329,16 @@ assert pairs(np.concatenate([t["x"] for t, m in s]), np.concatenate([t["y"] for 
 	[ -f deep/er/dir/shard-000.safetensors ]
 }
 
+@test "sn-shard shows progress only when stderr is a terminal" {
+	mkidx a 40
+	sn-shard a-images --labels a-labels -k 2 -o plain 2>err
+	[ "$(wc -l <err)" -eq 1 ]
+	command -v script >/dev/null || skip "script (util-linux) not installed"
+	script -qec "sn-shard a-images --labels a-labels -k 2 -o tty" /dev/null >tty.txt
+	grep -q "writing 2/2" tty.txt
+	grep -q "40 records, 3 classes, 2 shards" tty.txt
+}
+
 @test "sn-shard --json prints the summary on stdout" {
 	mkidx a 10
 	sn-shard a-images --labels a-labels -k 2 --json -o out 2>/dev/null >summary.json
