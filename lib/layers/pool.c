@@ -48,7 +48,8 @@ static int pool_setup(sn_layer *l, int is_max)
 	l->flops_forward = outs * k * k;
 	l->flops_backward = is_max ? outs : outs * k * k;
 	l->saved_per_example = is_max ? outs : 0;   /* argmax, as int32 */
-	l->saved_fixed = l->scratch_per_example = l->scratch_fixed = 0;
+	l->saved_fixed = l->scratch_per_example = 0;
+	l->scratch_fixed = is_max ? 2 * g.H * g.OW : 0;   /* maxpool_plane_rows */
 	return 0;
 }
 
@@ -113,6 +114,56 @@ static int maxpool_plane_2x2(const pool_geom *g, const float *src, float *out, i
 	return sum - sum == 0;
 }
 
+/* The selects below work on masks, as the compiler turns ?: on a float
+ * compare into a branch, which noisy activations mispredict. */
+static inline void take_if_greater(float *best, int32_t *at, float v, int32_t i)
+{
+	const int32_t mask = -(int32_t)(v > *best);
+	*at = (i & mask) | (*at & ~mask);
+	*best = v > *best ? v : *best;
+}
+
+/* Any window, in two passes: the maximum of each input row over each
+ * window's columns, then of those over each window's rows.  Every output's
+ * chain of compares is k long, not k*k, and outputs side by side are
+ * independent.  Row-major ties still go to the first (top row first, then
+ * left).  Comparisons ignore NaN, so it returns 0 for a plane with NaN
+ * input, to be redone by maxpool_plane.  rows: H*OW floats, H*OW int32s. */
+static int maxpool_plane_rows(const pool_geom *g, const float *src, float *out, int32_t *arg,
+			      float *rows)
+{
+	int32_t *rows_at = (int32_t *)(rows + g->H * g->OW);
+	int nan = 0;
+	for (int64_t ih = 0; ih < g->H; ih++)
+		for (int64_t ow = 0; ow < g->OW; ow++) {
+			int64_t w0, w1;
+			window(ow, g->stride, g->pad, g->k, g->W, &w0, &w1);
+			int32_t at = (int32_t)(ih * g->W + w0);
+			float best = src[at];
+			nan |= best != best;
+			for (int64_t iw = w0 + 1; iw < w1; iw++) {
+				const float v = src[ih * g->W + iw];
+				nan |= v != v;
+				take_if_greater(&best, &at, v, (int32_t)(ih * g->W + iw));
+			}
+			rows[ih * g->OW + ow] = best;
+			rows_at[ih * g->OW + ow] = at;
+		}
+	for (int64_t oh = 0; oh < g->OH; oh++) {
+		int64_t h0, h1;
+		window(oh, g->stride, g->pad, g->k, g->H, &h0, &h1);
+		for (int64_t ow = 0; ow < g->OW; ow++) {
+			float best = rows[h0 * g->OW + ow];
+			int32_t at = rows_at[h0 * g->OW + ow];
+			for (int64_t ih = h0 + 1; ih < h1; ih++)
+				take_if_greater(&best, &at, rows[ih * g->OW + ow], rows_at[ih * g->OW + ow]);
+			out[oh * g->OW + ow] = best;
+			arg[oh * g->OW + ow] = at;
+		}
+	}
+	return !nan;
+}
+
 static void maxpool_plane(const pool_geom *g, const float *src, float *out, int32_t *arg)
 {
 	for (int64_t oh = 0; oh < g->OH; oh++) {
@@ -134,14 +185,15 @@ static void maxpool_plane(const pool_geom *g, const float *src, float *out, int3
 
 static void maxpool_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
-	(void)p;
 	const pool_geom g = geom_of(l);
 	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
 	/* l->saved comes from malloc, so it may hold int32 argmax values */
 	int32_t *arg = (int32_t *)l->saved;
 	const int two_by_two = g.k == 2 && g.stride == 2 && g.pad == 0;
 	for (int64_t bc = 0; bc < B * g.C; bc++)
-		if (!two_by_two || !maxpool_plane_2x2(&g, in + bc * plane, out + bc * S, arg + bc * S))
+		if (two_by_two ? !maxpool_plane_2x2(&g, in + bc * plane, out + bc * S, arg + bc * S)
+			       : !maxpool_plane_rows(&g, in + bc * plane, out + bc * S, arg + bc * S,
+						     p->scratch))
 			maxpool_plane(&g, in + bc * plane, out + bc * S, arg + bc * S);
 }
 

@@ -584,6 +584,12 @@ static void maxpool_pads_with_minus_infinity_and_keeps_nan(void **state)
 	in[5] = NAN;
 	run_forward(&f, in, out, 0);
 	assert_true(isnan(out[4]));
+	/* ties go to the first in reading order: top row first, then left */
+	for (int i = 0; i < 16; i++)
+		in[i] = 1.0f;
+	run_forward(&f, in, out, 0);
+	const int32_t first[9] = {0, 1, 3, 4, 5, 7, 12, 13, 15};
+	assert_memory_equal(f.l.saved, first, sizeof first);
 	release(&f);
 
 	/* 2x2, stride 2, no padding has its own pass: same answers */
