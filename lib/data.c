@@ -474,10 +474,12 @@ static int kind_from_name(const char *path, char *delim)
 		name[strlen(name) - 3] = 0;
 	if (ends_with(name, ".safetensors"))
 		return SN_INPUT_DATA;
-	if (ends_with(name, ".csv"))
-		return *delim = ',', SN_INPUT_CSV;
 	if (ends_with(name, ".tsv") || ends_with(name, ".tab"))
-		return *delim = '\t', SN_INPUT_CSV;
+		*delim = '\t';
+	else if (ends_with(name, ".csv"))
+		*delim = ',';
+	if (*delim)
+		return SN_INPUT_CSV;
 	if (ends_with(name, ".bin"))
 		return SN_INPUT_CIFAR;
 	return SN_INPUT_AUTO;
@@ -787,9 +789,12 @@ static int labtab_id(labtab *t, const char *name, const source *s, int32_t *id)
 			return rc;
 	}
 	size_t j = hash_str(name) & (size_t)(t->nslot - 1);
-	for (; t->slot[j]; j = (j + 1) & (size_t)(t->nslot - 1))
-		if (!strcmp(t->names[t->slot[j] - 1], name))
-			return *id = t->slot[j] - 1, 0;
+	for (; t->slot[j]; j = (j + 1) & (size_t)(t->nslot - 1)) {
+		if (!strcmp(t->names[t->slot[j] - 1], name)) {
+			*id = t->slot[j] - 1;
+			return 0;
+		}
+	}
 	char *copy = strdup(name);
 	if (!copy)
 		return sn_fail(SN_ENOMEM, "out of memory");
@@ -846,9 +851,12 @@ static int csv_label_col(const sn_data_shard_opts *o, source *s, int header)
 	}
 	if (!header)
 		return sn_fail(SN_EINVAL, "--label-col %s: no header row to find it in", lc);
-	for (int i = 0; i < s->nfields; i++)
-		if (!strcmp(trim(s->fields[i]), lc))
-			return s->labcol = i, 0;
+	for (int i = 0; i < s->nfields; i++) {
+		if (!strcmp(trim(s->fields[i]), lc)) {
+			s->labcol = i;
+			return 0;
+		}
+	}
 	return sn_fail(SN_EINVAL, "--label-col %s: no such column in the header", lc);
 }
 
