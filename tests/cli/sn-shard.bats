@@ -238,8 +238,10 @@ assert np.allclose(json.loads(s[0][1]["std"]), v.std((0, 2)), atol=1e-7)'
 	[ "$status" -eq 0 ]
 	run sn-shard c100.bin -k 2 --label coarse -o coarse
 	[ "$status" -eq 0 ]
+	run sh -c 'gzip -c c100.bin | sn-shard - --format cifar --cifar100 -k 2 -o piped'
+	[ "$status" -eq 0 ]
 	py 'r = np.fromfile("c100.bin", np.uint8).reshape(-1, 3074)
-for d, col, c in (("fine", 1, "100"), ("coarse", 0, "20")):
+for d, col, c in (("fine", 1, "100"), ("coarse", 0, "20"), ("piped", 1, "100")):
     s = shards(d); assert s[0][1]["classes"] == c
     assert pairs(np.concatenate([t["x"] for t, m in s]), np.concatenate([t["y"] for t, m in s])) == pairs(r[:, 2:], r[:, col])'
 }
@@ -356,6 +358,16 @@ assert j["bytes"] == sum(len(open(p, "rb").read()) for p in j["files"]) and len(
 	[ "$status" -eq 1 ]
 	assert_one_line_error a-images
 	[[ "$output" == *magic* ]]
+	assert_empty_dir out
+}
+
+@test "sn-shard refuses an IDX file with trailing data" {
+	mkidx a 10
+	printf 'junk' >>a-images
+	run sn-shard a-images --labels a-labels -k 2 -o out
+	[ "$status" -eq 1 ]
+	assert_one_line_error a-images
+	[[ "$output" == *trailing* ]]
 	assert_empty_dir out
 }
 
