@@ -9,6 +9,7 @@
 #include <string.h>
 #include <math.h>
 #include <dirent.h>
+#include <ftw.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -34,12 +35,18 @@ static int setup(void **state)
 	return 0;
 }
 
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
 static int teardown(void **state)
 {
 	fixture *f = *state;
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-	int rc = system(cmd);
+	int rc = nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 	free(f);
 	return rc;
 }
