@@ -171,6 +171,7 @@ EOF
 	echo "$output" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); assert len(d)==2; assert d[0]["data_bytes"]==86 and isinstance(d[0]["data_bytes"], int); assert d[0]["metadata"]["format"]=="test"'
 	run sn-info --json --verify "$FIX/good.safetensors" "$FIX/bad-offsets-gap.safetensors"
 	[ "$status" -eq 1 ]
+	printf '%s\n' "${lines[@]}" | grep -v '^sn-info: ' | "$PY" -c 'import json,sys; d=json.load(sys.stdin); assert d[0]["ok"] is True and d[1]["ok"] is False and "gap" in d[1]["error"], d'
 }
 
 @test "--diff of a file with itself is identical and exits 0" {
