@@ -2,7 +2,9 @@
 # and give each test its own scratch directory.
 SN_ROOT=${SN_ROOT:-$(cd "$BATS_TEST_DIRNAME/../.." && pwd)}
 SN_BIN=${SN_BIN:-$SN_ROOT/bin}
-export PATH="$SN_BIN:$SN_ROOT/bin:$PATH"
+# /usr/bin first after ours: the tests need Debian's python3 (numpy, torch),
+# not a pyenv or virtualenv python3 that may shadow it.
+export PATH="$SN_BIN:$SN_ROOT/bin:/usr/bin:$PATH"
 NETS=$SN_ROOT/examples/nets
 FMNIST=/usr/share/datasets/fashion-mnist
 
