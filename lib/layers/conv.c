@@ -83,7 +83,7 @@ static int conv_setup(sn_layer *l)
 	l->saved_per_example = ckk * spatial;   /* cols */
 	l->saved_fixed = 0;
 	l->scratch_per_example = F * spatial;   /* the GEMM's [F, B*OH*OW] */
-	l->scratch_fixed = ckk * spatial * dx_chunk(&g);
+	l->scratch_fixed = ckk * spatial * dx_chunk(&g) + F * ckk;   /* dcols chunk, dW^T */
 	return 0;
 }
 
@@ -263,6 +263,7 @@ static void conv_backward(sn_layer *l, const float *in, const float *out,
 	const conv_geom g = geom_of(l);
 	const int64_t S = g.OH * g.OW, N = B * S, ckk = g.C * g.k * g.k;
 	float *dy = p->scratch, *cols = l->saved, *dcols = dy + g.F * N;
+	float *dwt = dcols + ckk * S * dx_chunk(&g);
 	float *dbias = l->nparams > 1 ? l->dw[1] : NULL;
 	for (int64_t f = 0; f < g.F; f++) {
 		double sum = 0;
@@ -275,9 +276,15 @@ static void conv_backward(sn_layer *l, const float *in, const float *out,
 		if (dbias)
 			dbias[f] += (float)sum;
 	}
-	if (l->dw[0])
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.F, (int)ckk, (int)N,
-			    1.0f, dy, (int)N, cols, (int)N, 1.0f, l->dw[0], (int)ckk);
+	if (l->dw[0]) {
+		/* OpenBLAS runs dW^T = cols dY^T some 20% faster than dW = dY cols^T
+		 * (measured on LeNet's shapes); the transpose back is tiny */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ckk, (int)g.F, (int)N,
+			    1.0f, cols, (int)N, dy, (int)N, 0.0f, dwt, (int)g.F);
+		for (int64_t f = 0; f < g.F; f++)
+			for (int64_t r = 0; r < ckk; r++)
+				l->dw[0][f * ckk + r] += dwt[r * g.F + f];
+	}
 	if (!din)
 		return;
 	const int64_t chunk = dx_chunk(&g), plane = g.H * g.W;
