@@ -1,14 +1,16 @@
-/* conv.c: 2-D convolution, lowered to one GEMM over the whole minibatch.
+/* conv.c: 2-D convolution, lowered to GEMMs over chunks of the minibatch.
  *
- * im2col lays the batch out as cols[C*k*k, B*OH*OW], so the forward pass is
- * the single product W[F, C*k*k] x cols and the backward pass two more
- * (dW = dY x cols^T, dcols = W^T x dY).  One wide GEMM keeps OpenBLAS's
- * threads busy even when F and C*k*k are small, as in LeNet.  The GEMM
- * result is [F, B*OH*OW]; copying it to NCHW is a row copy per (b, f),
- * into which the bias add is folded.  The columns live in the layer's saved
- * area: backward reuses them for dW instead of rebuilding them.  dX goes
- * a few examples at a time (dcols = W^T x dY, then col2im), so each chunk
- * of dcols is still in cache when col2im reads it. */
+ * im2col lays a chunk of n examples out as cols[C*k*k, n*OH*OW], so the
+ * forward pass is the product W[F, C*k*k] x cols, and backward two more
+ * (dW^T += cols x dY^T, dcols = W^T x dY, then col2im).  A chunk holds as
+ * many examples as fit about 1 MB of columns: wide enough GEMMs to keep
+ * OpenBLAS efficient (LeNet's conv1 takes 18 examples at a time), small
+ * enough to stay in cache, where whole-batch columns (52 MB for
+ * cifar10_quick's conv2 at batch 64) made every pass wait on memory.
+ * Backward rebuilds a chunk's columns rather than keeping them, so a conv
+ * layer needs no per-example memory beyond its activations.  The GEMM
+ * result is [F, n*OH*OW]; copying it to NCHW is a row copy per (b, f),
+ * into which the bias add is folded. */
 #include "layers.h"
 
 #include <cblas.h>
@@ -35,11 +37,11 @@ static conv_geom geom_of(const sn_layer *l)
 	return g;
 }
 
-/* Examples per dX chunk: about 512 KB of dcols. */
-static int64_t dx_chunk(const conv_geom *g)
+/* Examples per chunk: about 1 MB of columns. */
+static int64_t chunk_of(const conv_geom *g)
 {
 	const int64_t per_example = g->C * g->k * g->k * g->OH * g->OW;
-	const int64_t n = (INT64_C(1) << 17) / per_example;
+	const int64_t n = (INT64_C(1) << 18) / per_example;
 	return n < 1 ? 1 : n;
 }
 
@@ -80,10 +82,10 @@ static int conv_setup(sn_layer *l)
 	int64_t macs = F * ckk * spatial;
 	l->flops_forward = 2 * macs + (bias ? F * spatial : 0);
 	l->flops_backward = 4 * macs + (bias ? F * spatial : 0);
-	l->saved_per_example = ckk * spatial;   /* cols */
-	l->saved_fixed = 0;
-	l->scratch_per_example = F * spatial;   /* the GEMM's [F, B*OH*OW] */
-	l->scratch_fixed = ckk * spatial * dx_chunk(&g) + F * ckk;   /* dcols chunk, dW^T */
+	l->saved_per_example = l->saved_fixed = 0;
+	l->scratch_per_example = 0;
+	/* a chunk's cols and GEMM result, and dW^T */
+	l->scratch_fixed = (ckk + F) * spatial * chunk_of(&g) + F * ckk;
 	return 0;
 }
 
@@ -244,57 +246,68 @@ static double row_sum(const float *x, int64_t n)
 static void conv_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	const conv_geom g = geom_of(l);
-	const int64_t S = g.OH * g.OW, N = B * S, ckk = g.C * g.k * g.k;
-	float *cols = l->saved, *y = p->scratch;
+	const int64_t S = g.OH * g.OW, ckk = g.C * g.k * g.k, chunk = chunk_of(&g);
+	float *cols = p->scratch, *y = cols + ckk * S * chunk;
 	const float *bias = l->nparams > 1 ? l->w[1] : NULL;
-	im2col(&g, in, cols, B);
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.F, (int)N, (int)ckk,
-		    1.0f, l->w[0], (int)ckk, cols, (int)N, 0.0f, y, (int)N);
-	for (int64_t b = 0; b < B; b++)
-		for (int64_t f = 0; f < g.F; f++)
-			copy_plus(out + (b * g.F + f) * S, y + f * N + b * S, bias ? bias[f] : 0.0f, S);
+	for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+		const int64_t n = B - b0 < chunk ? B - b0 : chunk, ns = n * S;
+		im2col(&g, in + b0 * g.C * g.H * g.W, cols, (int)n);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.F, (int)ns, (int)ckk,
+			    1.0f, l->w[0], (int)ckk, cols, (int)ns, 0.0f, y, (int)ns);
+		for (int64_t b = 0; b < n; b++)
+			for (int64_t f = 0; f < g.F; f++)
+				copy_plus(out + ((b0 + b) * g.F + f) * S, y + f * ns + b * S,
+					  bias ? bias[f] : 0.0f, S);
+	}
 }
 
-static void conv_backward(sn_layer *l, const float *in, const float *out,
-			  const float *dout, float *din, int B, sn_pass *p)
+/* dY of a chunk as [F, n*S], from NCHW dout; the bias gradient on the way. */
+static void gather_dy(const conv_geom *g, const float *dout, float *dy, int64_t n,
+		      float *dbias)
 {
-	(void)out;
-	(void)in;
-	const conv_geom g = geom_of(l);
-	const int64_t S = g.OH * g.OW, N = B * S, ckk = g.C * g.k * g.k;
-	float *dy = p->scratch, *cols = l->saved, *dcols = dy + g.F * N;
-	float *dwt = dcols + ckk * S * dx_chunk(&g);
-	float *dbias = l->nparams > 1 ? l->dw[1] : NULL;
-	for (int64_t f = 0; f < g.F; f++) {
+	const int64_t S = g->OH * g->OW;
+	for (int64_t f = 0; f < g->F; f++) {
 		double sum = 0;
-		for (int64_t b = 0; b < B; b++) {
-			const float *src = dout + (b * g.F + f) * S;
-			memcpy(dy + f * N + b * S, src, (size_t)S * sizeof *dy);
+		for (int64_t b = 0; b < n; b++) {
+			const float *src = dout + (b * g->F + f) * S;
+			memcpy(dy + (f * n + b) * S, src, (size_t)S * sizeof *dy);
 			if (dbias)
 				sum += row_sum(src, S);
 		}
 		if (dbias)
 			dbias[f] += (float)sum;
 	}
-	if (l->dw[0]) {
+}
+
+static void conv_backward(sn_layer *l, const float *in, const float *out,
+			  const float *dout, float *din, int B, sn_pass *p)
+{
+	(void)out;
+	const conv_geom g = geom_of(l);
+	const int64_t S = g.OH * g.OW, ckk = g.C * g.k * g.k, chunk = chunk_of(&g);
+	const int64_t plane = g.C * g.H * g.W;
+	float *cols = p->scratch, *dy = cols + ckk * S * chunk, *dwt = dy + g.F * S * chunk;
+	for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+		const int64_t n = B - b0 < chunk ? B - b0 : chunk, ns = n * S;
+		gather_dy(&g, dout + b0 * g.F * S, dy, n, l->nparams > 1 ? l->dw[1] : NULL);
+		im2col(&g, in + b0 * plane, cols, (int)n);
 		/* OpenBLAS runs dW^T = cols dY^T some 20% faster than dW = dY cols^T
 		 * (measured on LeNet's shapes); the transpose back is tiny */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ckk, (int)g.F, (int)N,
-			    1.0f, cols, (int)N, dy, (int)N, 0.0f, dwt, (int)g.F);
+		if (l->dw[0])
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ckk, (int)g.F,
+				    (int)ns, 1.0f, cols, (int)ns, dy, (int)ns, b0 ? 1.0f : 0.0f,
+				    dwt, (int)g.F);
+		if (!din)
+			continue;
+		/* the chunk's columns are spent: their space takes dcols */
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ns, (int)g.F,
+			    1.0f, l->w[0], (int)ckk, dy, (int)ns, 0.0f, cols, (int)ns);
+		col2im(&g, cols, din + b0 * plane, (int)n);
+	}
+	if (l->dw[0])
 		for (int64_t f = 0; f < g.F; f++)
 			for (int64_t r = 0; r < ckk; r++)
 				l->dw[0][f * ckk + r] += dwt[r * g.F + f];
-	}
-	if (!din)
-		return;
-	const int64_t chunk = dx_chunk(&g), plane = g.H * g.W;
-	for (int64_t b0 = 0; b0 < B; b0 += chunk) {
-		const int64_t n = B - b0 < chunk ? B - b0 : chunk;
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)(n * S),
-			    (int)g.F, 1.0f, l->w[0], (int)ckk, dy + b0 * S, (int)N, 0.0f, dcols,
-			    (int)(n * S));
-		col2im(&g, dcols, din + b0 * g.C * plane, (int)n);
-	}
 }
 
 void sn_conv_forward_naive(const sn_layer *l, const float *in, float *out, int B)

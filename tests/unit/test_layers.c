@@ -250,17 +250,18 @@ static void conv_gradients_match_finite_differences(void **state)
 	check_kind(l, 2, inputs_uniform);
 }
 
-/* Large enough that backward computes dX one example at a time: spot
- * checks of the input gradient in every example. */
-static void conv_input_gradient_is_right_in_every_chunk(void **state)
+/* Large enough that the passes go two examples at a time: spot checks of
+ * the input and weight gradients over a batch of 5 (chunks 2, 2, 1). */
+static void conv_gradients_are_right_across_chunks(void **state)
 {
 	(void)state;
-	sn_layer l = layer("conv", chw(16, 24, 24));
+	sn_layer l = layer("conv", chw(16, 32, 32));
 	opt(&l, SN_OPT_FILTERS, 2);
 	opt(&l, SN_OPT_KERNEL, 3);
 	fixture f;
-	prepare(&f, l, 3, 3);
-	assert_true(f.l.scratch_fixed < 16 * 9 * 22 * 22 * 2);   /* chunks of 1 */
+	prepare(&f, l, 5, 3);
+	const int64_t ckk = 16 * 9, S = 30 * 30;
+	assert_int_equal((f.l.scratch_fixed - 2 * ckk) / ((ckk + 2) * S), 2);
 	float *in = inputs_uniform(&f, 5), *R = floats(f.nout), *din = floats(f.nin);
 	sn_rng r;
 	sn_rng_seed(&r, 8);
@@ -270,12 +271,17 @@ static void conv_input_gradient_is_right_in_every_chunk(void **state)
 	sn_pass p = {.training = 1, .scratch = f.scratch};
 	f.l.kind->backward(&f.l, in, o.out, R, din, f.B, &p);
 	int bad = 0;
-	for (int i = 0; i < 60; i++) {
-		int64_t j = (int64_t)sn_rng_below(&r, (uint64_t)f.nin);
-		double num = numeric(&o, in, in, j, 1e-2f);
-		if (!agree(num, din[j]) && bad++ < 5)
-			print_error("input[%lld]: numeric %.6g, backward %.6g\n", (long long)j, num,
-				    din[j]);
+	for (int i = 0; i < 80; i++) {
+		int which = i % 4;   /* input, input, weight, bias */
+		float *x = which < 2 ? in : f.l.w[which - 2];
+		const float *grad = which < 2 ? din : f.l.dw[which - 2];
+		int64_t n = which < 2 ? f.nin : f.l.params[which - 2].numel;
+		int64_t j = (int64_t)sn_rng_below(&r, (uint64_t)n);
+		double num = numeric(&o, in, x, j, 1e-2f);
+		if (!agree(num, grad[j]) && bad++ < 5)
+			print_error("%s[%lld]: numeric %.6g, backward %.6g\n",
+				    which < 2 ? "input" : f.l.params[which - 2].suffix, (long long)j,
+				    num, grad[j]);
 	}
 	assert_int_equal(bad, 0);
 	free(in), free(R), free(din), free(o.out);
@@ -400,7 +406,7 @@ static void conv_agrees_with_the_naive_convolution(void **state)
 		/* C, H, W, F, k, stride, pad */
 		{1, 28, 28, 20, 5, 1, 0}, {20, 12, 12, 50, 5, 1, 0}, {3, 13, 11, 5, 5, 1, 2},
 		{2, 9, 10, 4, 3, 2, 1}, {4, 8, 7, 3, 1, 1, 0}, {2, 10, 9, 3, 4, 3, 2},
-		{1, 3, 3, 2, 3, 1, 0},
+		{1, 3, 3, 2, 3, 1, 0}, {16, 32, 32, 4, 3, 1, 1},   /* the last in chunks of 1 */
 	};
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
 		const int *s = shapes[i];
@@ -771,7 +777,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(conv_gradients_match_finite_differences),
-		cmocka_unit_test(conv_input_gradient_is_right_in_every_chunk),
+		cmocka_unit_test(conv_gradients_are_right_across_chunks),
 		cmocka_unit_test(pool_gradients_match_finite_differences),
 		cmocka_unit_test(dense_gradients_match_finite_differences),
 		cmocka_unit_test(activation_gradients_match_finite_differences),
