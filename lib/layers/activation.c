@@ -24,23 +24,44 @@ static int64_t batch_size(const sn_layer *l, int B)
 
 static int relu_setup(sn_layer *l) { return elementwise_setup(l, 1, 1); }
 
+/* relu's loops come in blocks of 8 over restrict pointers, the form GCC's
+ * -O2 vectoriser takes; plain loops stayed scalar and cost as much as a
+ * small conv layer's GEMM. */
+static void relu_kernel(const float *restrict in, float *restrict out, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			out[i + j] = in[i + j] < 0.0f ? 0.0f : in[i + j];
+	for (; i < n; i++)
+		out[i] = in[i] < 0.0f ? 0.0f : in[i];
+}
+
+static void relu_grad_kernel(const float *restrict in, const float *restrict dout,
+			     float *restrict din, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++) {
+			const float d = dout[i + j];   /* loaded either way, so it vectorises */
+			din[i + j] = in[i + j] > 0.0f ? d : 0.0f;
+		}
+	for (; i < n; i++)
+		din[i] = in[i] > 0.0f ? dout[i] : 0.0f;
+}
+
 static void relu_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	(void)p;
-	const int64_t n = batch_size(l, B);
-	for (int64_t i = 0; i < n; i++)
-		out[i] = in[i] < 0.0f ? 0.0f : in[i];
+	relu_kernel(in, out, batch_size(l, B));
 }
 
 static void relu_backward(sn_layer *l, const float *in, const float *out,
 			  const float *dout, float *din, int B, sn_pass *p)
 {
 	(void)out, (void)p;
-	if (!din)
-		return;
-	const int64_t n = batch_size(l, B);
-	for (int64_t i = 0; i < n; i++)
-		din[i] = in[i] > 0.0f ? dout[i] : 0.0f;
+	if (din)
+		relu_grad_kernel(in, dout, din, batch_size(l, B));
 }
 
 static int leaky_relu_setup(sn_layer *l)

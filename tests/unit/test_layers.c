@@ -687,13 +687,15 @@ static void relu_passes_nan_on(void **state)
 {
 	(void)state;
 	fixture f;
-	prepare(&f, layer("relu", vec(3)), 1, 1);
-	const float in[3] = {-1, NAN, 2};
-	float out[3];
+	prepare(&f, layer("relu", vec(11)), 1, 1);   /* a block of 8 and a tail */
+	const float in[11] = {-1, NAN, 2, -3, 4, -5, 6, -7, -8, NAN, 9};
+	float out[11];
 	run_forward(&f, in, out, 0);
-	assert_float_equal(out[0], 0, 0);
-	assert_true(isnan(out[1]));
-	assert_float_equal(out[2], 2, 0);
+	for (int i = 0; i < 11; i++)
+		if (isnan(in[i]))
+			assert_true(isnan(out[i]));
+		else
+			assert_float_equal(out[i], in[i] < 0 ? 0.0f : in[i], 0);
 	release(&f);
 }
 
