@@ -111,8 +111,28 @@ static inline void copy_floats(float *restrict dst, const float *restrict src, i
 	int64_t i = 0;
 	for (; i + 8 <= n; i += 8)
 		memcpy(dst + i, src + i, 8 * sizeof *dst);
-	for (; i < n; i++)
+	if (n - i >= 4) {   /* tails by fixed sizes too, or they become calls */
+		memcpy(dst + i, src + i, 4 * sizeof *dst);
+		i += 4;
+	}
+	if (n - i >= 2) {
+		memcpy(dst + i, src + i, 2 * sizeof *dst);
+		i += 2;
+	}
+	if (n - i >= 1)
 		dst[i] = src[i];
+}
+
+/* Padding runs are a few floats (at most pad): a loop would become a call
+ * to memset, so they are stored one by one. */
+static inline void zero_floats(float *dst, int64_t n)
+{
+	while (n >= 2) {
+		dst[0] = dst[1] = 0.0f;
+		dst += 2, n -= 2;
+	}
+	if (n)
+		dst[0] = 0.0f;
 }
 
 /* Blocks of 8 with restrict pointers are what GCC's -O2 vectoriser takes;
@@ -134,6 +154,11 @@ static inline void add_floats(float *restrict dst, const float *restrict src, in
 	for (; i + 8 <= n; i += 8)
 		for (int j = 0; j < 8; j++)
 			dst[i + j] += src[i + j];
+	if (n - i >= 4) {
+		for (int j = 0; j < 4; j++)
+			dst[i + j] += src[i + j];
+		i += 4;
+	}
 	for (; i < n; i++)
 		dst[i] += src[i];
 }
@@ -156,15 +181,13 @@ static void gather_row(const conv_geom *g, const float *src, float *dst, int64_t
 		float *d = dst + oh * g->OW;
 		const float *s = src + (oh * g->stride - g->pad + ki) * g->W;
 		const int64_t shift = kj - g->pad;
-		for (int64_t ow = 0; ow < ow0; ow++)
-			d[ow] = 0;
+		zero_floats(d, ow0);
 		if (g->stride == 1)
 			copy_floats(d + ow0, s + ow0 + shift, ow1 - ow0);
 		else
 			for (int64_t ow = ow0; ow < ow1; ow++)
 				d[ow] = s[ow * g->stride + shift];
-		for (int64_t ow = ow1; ow < g->OW; ow++)
-			d[ow] = 0;
+		zero_floats(d + ow1, g->OW - ow1);
 	}
 	memset(dst + oh1 * g->OW, 0, (size_t)((g->OH - oh1) * g->OW) * sizeof *dst);
 }
