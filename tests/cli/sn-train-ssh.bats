@@ -68,6 +68,16 @@ teardown() {
 	[ "$(wc -l <run/log.tsv)" -eq 5 ]
 }
 
+@test "sn-train --stage copies the shards to every host and stops" {
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards" --out run --ssh "$SSH" -S h1,h2 --stage
+	[ "$status" -eq 0 ]
+	id=$(cat run/run-id)
+	for h in h1 h2; do
+		cmp "$FX/shards/shard-000.safetensors" "$TMP/hosts/$h/work/.sn-train/$id/shards/shard-000.safetensors"
+	done
+	[ ! -e run/w-0001.safetensors ]
+}
+
 @test "sn-train exits 1 when no host can be reached" {
 	ssh_host_kill h1
 	ssh_host_kill h2

@@ -117,6 +117,15 @@ EOF2
 	[ "$status" -ne 0 ]
 }
 
+@test "sn-train --time-limit bounds each worker's round" {
+	SECONDS=0
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 2 \
+		--iters 1000000 --time-limit 0.5 --quiet
+	[ "$status" -eq 0 ]
+	[ "$SECONDS" -lt 60 ]
+	awk -F '\t' 'NR > 1 && ($3 < 0.3 || $3 > 5) { exit 1 }' run/log.tsv
+}
+
 @test "sn-train exits 3 when every worker diverges" {
 	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 2 --iters 20 \
 		--lr 1e30 --quiet
