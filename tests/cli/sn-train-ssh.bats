@@ -76,6 +76,11 @@ teardown() {
 		cmp "$FX/shards/shard-000.safetensors" "$TMP/hosts/$h/work/.sn-train/$id/shards/shard-000.safetensors"
 	done
 	[ ! -e run/w-0001.safetensors ]
+	run sn-train --resume --shards "$FX/shards" --out run --ssh "$SSH" -S h1,h2 \
+		--remote-path "$SN_BIN" --rounds 1 --iters 3 --quiet
+	[ "$status" -eq 0 ]
+	[ -f run/w-0001.safetensors ]
+	[ "$(grep -c 'staged 2 shards' run/events.log)" -eq 2 ]   # once per host, not again
 }
 
 @test "sn-train exits 1 when no host can be reached" {
