@@ -30,7 +30,7 @@ MAN5     := $(wildcard man/man5/*.5)
 # Debian packages the build, the tests, the demo and the benchmarks need.
 DEB_PKGS := build-essential pkg-config libopenblas-dev zlib1g-dev libyaml-dev \
             libjansson-dev libcmocka-dev parallel bats openssh-server iproute2 \
-            dataset-fashion-mnist python3-numpy python3-torch gnuplot-nox \
+            dataset-fashion-mnist python3-numpy python3-yaml python3-torch gnuplot-nox \
             shellcheck man-db procps psmisc
 
 .PHONY: all check sanitize bench demo deps install uninstall clean unit-tests
