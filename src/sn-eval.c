@@ -186,28 +186,56 @@ static json_t *report_json(const options *o, const run *r)
 		"top_k_accuracy", ratio(e->correct_k, e->n), "per_class", per, "confusion", conf);
 }
 
-static void report_per_class(FILE *f, const run *r, const char *sep)
+static const char *class_name(const run *r, int c)
+{
+	return r->names ? r->names[c] : "-";
+}
+
+static void report_per_class(FILE *f, const run *r, int tsv)
 {
 	const sn_eval *e = &r->eval;
-	fprintf(f, "%s%s%s%s%s%s%s%s%s\n", "class", sep, "name", sep, "examples", sep,
-		"correct", sep, "accuracy");
+	int w = 4;
+	for (int c = 0; c < e->classes && !tsv; c++)
+		if ((int)strlen(class_name(r, c)) > w)
+			w = (int)strlen(class_name(r, c));
+	if (tsv)
+		fprintf(f, "class\tname\texamples\tcorrect\taccuracy\n");
+	else
+		fprintf(f, "class  %-*s  examples  correct  accuracy\n", w, "name");
 	for (int c = 0; c < e->classes; c++) {
 		int64_t n = class_total(e, c), ok = e->confusion[(size_t)c * (size_t)e->classes + (size_t)c];
-		fprintf(f, "%d%s%s%s%" PRId64 "%s%" PRId64 "%s%.4f\n", c, sep,
-			r->names ? r->names[c] : "-", sep, n, sep, ok, sep, ratio(ok, n));
+		if (tsv)
+			fprintf(f, "%d\t%s\t%" PRId64 "\t%" PRId64 "\t%.6f\n", c, class_name(r, c),
+				n, ok, ratio(ok, n));
+		else
+			fprintf(f, "%5d  %-*s  %8" PRId64 "  %7" PRId64 "  %7.2f%%\n", c, w,
+				class_name(r, c), n, ok, 100 * ratio(ok, n));
 	}
 }
 
-static void report_confusion(FILE *f, const sn_eval *e, const char *sep)
+/* Rows are labels, columns predictions; text columns are as wide as the
+ * largest count so the matrix lines up. */
+static void report_confusion(FILE *f, const sn_eval *e, int tsv)
 {
-	fprintf(f, "label\\predicted");
+	int w = 1;
+	for (int64_t v = e->n > e->classes ? e->n : e->classes; v >= 10; v /= 10)
+		w++;
+	fprintf(f, tsv ? "label\\predicted" : "label\\pred");
 	for (int j = 0; j < e->classes; j++)
-		fprintf(f, "%s%d", sep, j);
+		if (tsv)
+			fprintf(f, "\t%d", j);
+		else
+			fprintf(f, " %*d", w, j);
 	fputc('\n', f);
 	for (int c = 0; c < e->classes; c++) {
-		fprintf(f, "%d", c);
-		for (int j = 0; j < e->classes; j++)
-			fprintf(f, "%s%" PRId64, sep, e->confusion[(size_t)c * (size_t)e->classes + (size_t)j]);
+		fprintf(f, tsv ? "%d" : "%10d", c);
+		for (int j = 0; j < e->classes; j++) {
+			int64_t v = e->confusion[(size_t)c * (size_t)e->classes + (size_t)j];
+			if (tsv)
+				fprintf(f, "\t%" PRId64, v);
+			else
+				fprintf(f, " %*" PRId64, w, v);
+		}
 		fputc('\n', f);
 	}
 }
@@ -224,7 +252,6 @@ static void report(const options *o, const run *r)
 		json_decref(j);
 		return;
 	}
-	const char *sep = o->tsv ? "\t" : "  ";
 	if (o->tsv)
 		fprintf(f, "examples\tloss\taccuracy\ttop_k\ttop_k_accuracy\n%" PRId64
 			"\t%.6f\t%.6f\t%d\t%.6f\n", e->n, loss, ratio(e->correct, e->n), e->k,
@@ -236,11 +263,11 @@ static void report(const options *o, const run *r)
 			100 * ratio(e->correct_k, e->n));
 	if (o->per_class) {
 		fputc('\n', f);
-		report_per_class(f, r, sep);
+		report_per_class(f, r, o->tsv);
 	}
 	if (o->confusion) {
 		fputc('\n', f);
-		report_confusion(f, e, sep);
+		report_confusion(f, e, o->tsv);
 	}
 }
 

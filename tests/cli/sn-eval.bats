@@ -109,7 +109,7 @@ assert j["data"][0].endswith("test.safetensors")'
 	[ "$status" -eq 0 ]
 	[[ "$output" == *class*name*examples*correct*accuracy* ]]
 	[[ "$output" == *"9  Ankle boot  "* ]]
-	[ "$(grep -c '^[0-9]  ' <<<"$output")" -eq 10 ]
+	[ "$(grep -cE '^ +[0-9]+  [A-Z]' <<<"$output")" -eq 10 ]
 }
 
 @test "sn-eval --confusion prints a 10x10 matrix" {
