@@ -113,6 +113,10 @@ assert j["data"][0].endswith("test.safetensors")'
 }
 
 @test "sn-eval --confusion prints a 10x10 matrix" {
+	run sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --confusion
+	[ "$status" -eq 0 ]
+	[ "$(grep -cE '^ +[0-9]+( +[0-9]+){10}$' <<<"$output")" -eq 10 ]
+	[[ "$output" == *"label\pred "* ]]
 	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --confusion --tsv >r.tsv
 	"$PY" - <<-'EOF'
 	blocks = open("r.tsv").read().strip().split("\n\n")
