@@ -251,6 +251,33 @@ static void a_state_past_the_end_of_a_smaller_shard_is_refused(void **state)
 	sn_net_free(&net);
 }
 
+static void a_batch_larger_than_the_shard_wraps_over_epochs(void **state)
+{
+	fixture *f = *state;
+	sn_net net;
+	sn_data d;
+	sn_model m;
+	sn_train_state s;
+	sn_train_result res;
+	tiny_net(&net);
+	sn_solver_config c = net.solver;
+	assert_int_equal(sn_solver_config_set(&c, "batch", "25"), 0);
+	sn_train_options o = {.iters = 2};
+	assert_int_equal(sn_data_open(f->data, &d), 0);
+	assert_int_equal(sn_model_init(&m, &net, 25), 0);
+	assert_int_equal(sn_train_state_init(&s, &net, &c, 4), 0);
+	assert_int_equal(sn_train_run(&m, &d, &c, &o, &s, &res), 0);
+	/* 50 draws from 10 examples: exactly 5 epochs */
+	assert_int_equal(res.examples, 50);
+	assert_int_equal(s.epoch, 5);
+	assert_int_equal(s.cursor, 0);
+	assert_int_equal(s.step, 2);
+	sn_train_state_free(&s);
+	sn_model_free(&m);
+	sn_data_close(&d);
+	sn_net_free(&net);
+}
+
 static void data_that_does_not_fit_the_net_is_refused(void **state)
 {
 	fixture *f = *state;
@@ -395,6 +422,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(a_state_for_another_solver_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_state_for_other_shapes_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_state_past_the_end_of_a_smaller_shard_is_refused,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(a_batch_larger_than_the_shard_wraps_over_epochs,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(data_that_does_not_fit_the_net_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_huge_learning_rate_diverges_naming_step_and_layer,
