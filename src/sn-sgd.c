@@ -33,6 +33,8 @@ static const char usage_text[] =
 	"      --lr X              base learning rate\n"
 	"      --momentum M        momentum\n"
 	"      --weight-decay W    L2 weight decay\n"
+	"      --set KEY=VALUE     any solver: key (lr_policy=cosine, max_steps=4000,\n"
+	"                          warmup=100, clip_norm=5 ...); repeatable\n"
 	"      --profile           per-layer timings (stderr, or in --json)\n"
 	"      --json              print the run summary as JSON on stdout\n"
 	"  -q, --quiet             no progress or summary on stderr\n"
@@ -41,7 +43,7 @@ static const char usage_text[] =
 	"\n"
 	"Exit status: 0 ok, 1 runtime error, 2 usage error, 3 diverged.\n";
 
-enum { OPT_SEED = 256, OPT_SOLVER, OPT_LR, OPT_MOMENTUM, OPT_WD, OPT_PROFILE, OPT_JSON };
+enum { OPT_SEED = 256, OPT_SOLVER, OPT_LR, OPT_MOMENTUM, OPT_WD, OPT_SET, OPT_PROFILE, OPT_JSON };
 
 static const struct option long_options[] = {
 	{"weights", required_argument, NULL, 'w'},
@@ -57,6 +59,7 @@ static const struct option long_options[] = {
 	{"lr", required_argument, NULL, OPT_LR},
 	{"momentum", required_argument, NULL, OPT_MOMENTUM},
 	{"weight-decay", required_argument, NULL, OPT_WD},
+	{"set", required_argument, NULL, OPT_SET},
 	{"profile", no_argument, NULL, OPT_PROFILE},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"quiet", no_argument, NULL, 'q'},
@@ -65,7 +68,7 @@ static const struct option long_options[] = {
 	{NULL, 0, NULL, 0}
 };
 
-#define MAX_OVERRIDES 8
+#define MAX_OVERRIDES 32
 
 typedef struct {
 	const char *weights, *data, *output, *state;
@@ -115,6 +118,14 @@ static void parse_options(int argc, char **argv, options *o)
 			(void)sn_cli_double("--weight-decay", optarg, 0, 1e30);
 			add_override(o, "weight_decay", optarg);
 			break;
+		case OPT_SET: {
+			char *eq = strchr(optarg, '=');
+			if (!eq || eq == optarg)
+				sn_cli_usage_error("--set: expected KEY=VALUE, got '%s'", optarg);
+			*eq = 0;
+			add_override(o, optarg, eq + 1);
+			break;
+		}
 		case OPT_PROFILE: o->profile = 1; break;
 		case OPT_JSON: o->json = 1; break;
 		case 'q': o->quiet = 1; break;
