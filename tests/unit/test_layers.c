@@ -248,6 +248,20 @@ static void conv_gradients_match_finite_differences(void **state)
 	opt(&l, SN_OPT_STRIDE, 3);
 	opt(&l, SN_OPT_PAD, 2);
 	check_kind(l, 2, inputs_uniform);
+
+	/* stride 1 with padding: a padded copy feeds im2col, and where the
+	 * output is no smaller than the input, din is a convolution of dout */
+	static const int same[][5] = {
+		/* C, H, W, k, pad */
+		{2, 6, 5, 3, 1}, {3, 7, 6, 5, 2}, {2, 4, 5, 3, 2}, {1, 5, 5, 5, 4}, {2, 6, 6, 5, 1},
+	};
+	for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+		l = layer("conv", chw(same[i][0], same[i][1], same[i][2]));
+		opt(&l, SN_OPT_FILTERS, 3);
+		opt(&l, SN_OPT_KERNEL, same[i][3]);
+		opt(&l, SN_OPT_PAD, same[i][4]);
+		check_kind(l, 2, inputs_uniform);
+	}
 }
 
 /* Large enough that the passes go two examples at a time: spot checks of
