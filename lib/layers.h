@@ -118,6 +118,10 @@ const sn_layer_kind *sn_layer_kind_find(const char *name);
 /* Naive reference kernels, kept beside the fast ones for tests. */
 void sn_conv_forward_naive(const sn_layer *l, const float *in, float *out, int B);
 void sn_dense_forward_naive(const sn_layer *l, const float *in, float *out, int B);
+/* Max pooling window by window, and the flat index in its plane of each
+ * output's input (the first in reading order among equals, NaN winning). */
+void sn_maxpool_forward_naive(const sn_layer *l, const float *in, float *out, int32_t *arg,
+			      int B);
 
 /* Helpers for the kinds' setup functions (lib/layers/table.c).
  * sn_layer_opt_int: option o as an integer >= min, or dflt when it was not

@@ -49,7 +49,7 @@ static int pool_setup(sn_layer *l, int is_max)
 	l->flops_backward = is_max ? outs : outs * k * k;
 	l->saved_per_example = is_max ? outs : 0;   /* argmax, as int32 */
 	l->saved_fixed = l->scratch_per_example = 0;
-	l->scratch_fixed = is_max ? 2 * g.H * g.OW : 0;   /* maxpool_plane_rows */
+	l->scratch_fixed = is_max ? 2 * g.W : 0;   /* maxpool_plane_rows */
 	return 0;
 }
 
@@ -114,54 +114,140 @@ static int maxpool_plane_2x2(const pool_geom *g, const float *src, float *out, i
 	return sum - sum == 0;
 }
 
-/* The selects below work on masks, as the compiler turns ?: on a float
- * compare into a branch, which noisy activations mispredict. */
-static inline void take_if_greater(float *best, int32_t *at, float v, int32_t i)
+/* Whether a plane is free of NaN and Inf: x*0 is 0 for finite x and NaN
+ * otherwise, so the sum stays 0 or turns NaN and never overflows.  Eight
+ * accumulators, so it vectorises. */
+static int plane_is_finite(const float *restrict x, int64_t n)
 {
-	const int32_t mask = -(int32_t)(v > *best);
-	*at = (i & mask) | (*at & ~mask);
-	*best = v > *best ? v : *best;
+	float acc[8] = {0};
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			acc[j] += x[i + j] * 0.0f;
+	float sum = 0;
+	for (int j = 0; j < 8; j++)
+		sum += acc[j];
+	for (; i < n; i++)
+		sum += x[i] * 0.0f;
+	return sum == 0;
 }
 
-/* Any window, in two passes: the maximum of each input row over each
- * window's columns, then of those over each window's rows.  Every output's
- * chain of compares is k long, not k*k, and outputs side by side are
- * independent.  Row-major ties still go to the first (top row first, then
- * left).  Comparisons ignore NaN, so it returns 0 for a plane with NaN
- * input, to be redone by maxpool_plane.  rows: H*OW floats, H*OW int32s. */
-static int maxpool_plane_rows(const pool_geom *g, const float *src, float *out, int32_t *arg,
-			      float *rows)
+/* Four lanes of GCC's vector extension: SSE2 on every x86-64, where the
+ * plain loop's selects compiled to branches that noisy activations
+ * mispredict. */
+typedef float f4 __attribute__((vector_size(16)));
+typedef int32_t i4 __attribute__((vector_size(16)));
+
+/* best[iw], at[iw]: the maximum of column iw over `rows` rows from top,
+ * the top one among equals; four columns at a time, down all the rows. */
+static void column_maxima(const float *restrict top, int32_t top_at, int64_t rows, int64_t W,
+			  float *restrict best, int32_t *restrict at)
 {
-	int32_t *rows_at = (int32_t *)(rows + g->H * g->OW);
-	int nan = 0;
-	for (int64_t ih = 0; ih < g->H; ih++)
-		for (int64_t ow = 0; ow < g->OW; ow++) {
-			int64_t w0, w1;
-			window(ow, g->stride, g->pad, g->k, g->W, &w0, &w1);
-			int32_t at = (int32_t)(ih * g->W + w0);
-			float best = src[at];
-			nan |= best != best;
-			for (int64_t iw = w0 + 1; iw < w1; iw++) {
-				const float v = src[ih * g->W + iw];
-				nan |= v != v;
-				take_if_greater(&best, &at, v, (int32_t)(ih * g->W + iw));
-			}
-			rows[ih * g->OW + ow] = best;
-			rows_at[ih * g->OW + ow] = at;
+	int64_t iw = 0;
+	for (; iw + 4 <= W; iw += 4) {
+		f4 b;
+		i4 a = {0, 1, 2, 3};
+		memcpy(&b, top + iw, sizeof b);
+		a += top_at + (int32_t)iw;
+		i4 idx = a;
+		for (int64_t r = 1; r < rows; r++) {
+			f4 v;
+			memcpy(&v, top + r * W + iw, sizeof v);
+			const i4 take = v > b;
+			b = (f4)(((i4)v & take) | ((i4)b & ~take));
+			idx += (int32_t)W;
+			a = (idx & take) | (a & ~take);
 		}
+		memcpy(best + iw, &b, sizeof b);
+		memcpy(at + iw, &a, sizeof a);
+	}
+	for (; iw < W; iw++) {
+		best[iw] = top[iw];
+		at[iw] = top_at + (int32_t)iw;
+		for (int64_t r = 1; r < rows; r++)
+			if (top[r * W + iw] > best[iw]) {
+				best[iw] = top[r * W + iw];
+				at[iw] = top_at + (int32_t)(r * W + iw);
+			}
+	}
+}
+
+/* Element c + i*stride of x for lanes i = 0..3. */
+static inline f4 gather_f4(const float *x, int64_t c, int64_t stride)
+{
+	return (f4){x[c], x[c + stride], x[c + 2 * stride], x[c + 3 * stride]};
+}
+
+static inline i4 gather_i4(const int32_t *x, int64_t c, int64_t stride)
+{
+	return (i4){x[c], x[c + stride], x[c + 2 * stride], x[c + 3 * stride]};
+}
+
+/* One output row from the column maxima: each output's maximum across its
+ * window's columns, the smaller flat index among equals.  Windows wholly
+ * inside the row go four outputs at a time; the clipped ones at the edges
+ * one by one. */
+static void maxima_across(const pool_geom *g, const float *colmax, const int32_t *colmax_at,
+			  float *out, int32_t *arg)
+{
+	int64_t lo = (g->pad + g->stride - 1) / g->stride;
+	int64_t hi = (g->W + g->pad - g->k) / g->stride + 1;
+	hi = hi > g->OW ? g->OW : hi;
+	lo = lo > hi ? hi : lo;
+	for (int64_t ow = 0; ow < g->OW; ow++) {
+		for (; ow == lo && ow + 4 <= hi; lo = ow += 4) {
+			const int64_t c = ow * g->stride - g->pad;
+			f4 best = gather_f4(colmax, c, g->stride);
+			i4 at = gather_i4(colmax_at, c, g->stride);
+			for (int64_t j = 1; j < g->k; j++) {
+				const f4 v = gather_f4(colmax, c + j, g->stride);
+				const i4 i = gather_i4(colmax_at, c + j, g->stride);
+				const i4 take = (v > best) | ((v == best) & (i < at));
+				best = (f4)(((i4)v & take) | ((i4)best & ~take));
+				at = (i & take) | (at & ~take);
+			}
+			memcpy(out + ow, &best, sizeof best);
+			memcpy(arg + ow, &at, sizeof at);
+		}
+		if (ow >= g->OW)
+			break;
+		int64_t w0, w1;
+		window(ow, g->stride, g->pad, g->k, g->W, &w0, &w1);
+		float best = colmax[w0];
+		int32_t at = colmax_at[w0];
+		for (int64_t iw = w0 + 1; iw < w1; iw++) {
+			const float v = colmax[iw];
+			const int32_t i = colmax_at[iw];
+			const int32_t mask = -(int32_t)((v > best) | ((v == best) & (i < at)));
+			at = (i & mask) | (at & ~mask);
+			best = v > best ? v : best;
+		}
+		out[ow] = best;
+		arg[ow] = at;
+	}
+}
+
+/* Any window, in two passes: the maximum down each window's rows, all
+ * columns at once (vectorised), then across each window's columns, a chain
+ * of k compares per output rather than k*k.  Ties go to the first in
+ * reading order: down a column the top one wins, and across, among equal
+ * values the smaller flat index, which is the upper row or else the left
+ * column.  Comparisons ignore NaN, so a plane with NaN or Inf is left to
+ * maxpool_plane (returns 0).  colmax: W floats, then W int32s. */
+static int maxpool_plane_rows(const pool_geom *g, const float *src, float *out, int32_t *arg,
+			      float *colmax)
+{
+	if (!plane_is_finite(src, g->H * g->W))
+		return 0;
+	int32_t *colmax_at = (int32_t *)(colmax + g->W);
 	for (int64_t oh = 0; oh < g->OH; oh++) {
 		int64_t h0, h1;
 		window(oh, g->stride, g->pad, g->k, g->H, &h0, &h1);
-		for (int64_t ow = 0; ow < g->OW; ow++) {
-			float best = rows[h0 * g->OW + ow];
-			int32_t at = rows_at[h0 * g->OW + ow];
-			for (int64_t ih = h0 + 1; ih < h1; ih++)
-				take_if_greater(&best, &at, rows[ih * g->OW + ow], rows_at[ih * g->OW + ow]);
-			out[oh * g->OW + ow] = best;
-			arg[oh * g->OW + ow] = at;
-		}
+		column_maxima(src + h0 * g->W, (int32_t)(h0 * g->W), h1 - h0, g->W, colmax,
+			      colmax_at);
+		maxima_across(g, colmax, colmax_at, out + oh * g->OW, arg + oh * g->OW);
 	}
-	return !nan;
+	return 1;
 }
 
 static void maxpool_plane(const pool_geom *g, const float *src, float *out, int32_t *arg)
@@ -210,6 +296,15 @@ static void maxpool_backward(sn_layer *l, const float *in, const float *out,
 	for (int64_t bc = 0; bc < B * g.C; bc++)
 		for (int64_t s = 0; s < S; s++)
 			din[bc * plane + arg[bc * S + s]] += dout[bc * S + s];
+}
+
+void sn_maxpool_forward_naive(const sn_layer *l, const float *in, float *out, int32_t *arg,
+			      int B)
+{
+	const pool_geom g = geom_of(l);
+	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
+	for (int64_t bc = 0; bc < B * g.C; bc++)
+		maxpool_plane(&g, in + bc * plane, out + bc * S, arg + bc * S);
 }
 
 static void avgpool_plane(const pool_geom *g, const float *src, float *out)

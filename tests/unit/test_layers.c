@@ -315,6 +315,15 @@ static void pool_gradients_match_finite_differences(void **state)
 	opt(&l, SN_OPT_KERNEL, 2);
 	check_kind(l, 2, inputs_without_ties);
 
+	l = layer("maxpool", chw(2, 9, 10));   /* overlapping, four outputs at a time */
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_STRIDE, 1);
+	check_kind(l, 2, inputs_without_ties);
+
+	l = layer("maxpool", chw(2, 8, 8));    /* 2x2, stride 2: its own pass */
+	opt(&l, SN_OPT_KERNEL, 2);
+	check_kind(l, 2, inputs_without_ties);
+
 	l = layer("avgpool", chw(2, 7, 6));
 	opt(&l, SN_OPT_KERNEL, 3);
 	opt(&l, SN_OPT_STRIDE, 2);
@@ -430,6 +439,53 @@ static void conv_agrees_with_the_naive_convolution(void **state)
 		opt(&l, SN_OPT_STRIDE, s[5]);
 		opt(&l, SN_OPT_PAD, s[6]);
 		compare_with_naive(l, i % 2 ? 3 : 2, sn_conv_forward_naive);
+	}
+}
+
+/* The fast max-pooling passes (2x2 stride 2, and the two-pass one for
+ * any window) against the naive one: the same maxima and the same argmax,
+ * over inputs of few distinct values (ties everywhere), of distinct values,
+ * and with a NaN or an Inf in some planes. */
+static void maxpool_agrees_with_the_naive_pooling(void **state)
+{
+	(void)state;
+	static const int shapes[][6] = {
+		/* C, H, W, k, stride, pad */
+		{3, 8, 8, 2, 2, 0}, {2, 7, 9, 2, 2, 0}, {3, 32, 32, 3, 2, 1}, {2, 15, 13, 3, 2, 1},
+		{2, 9, 11, 3, 2, 0}, {2, 10, 10, 3, 1, 1}, {2, 12, 17, 4, 3, 2}, {1, 3, 3, 3, 1, 0},
+		{2, 9, 22, 2, 1, 1}, {1, 5, 6, 5, 2, 2}, {2, 11, 11, 3, 3, 0},
+	};
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const int *s = shapes[i];
+		sn_layer l = layer("maxpool", chw(s[0], s[1], s[2]));
+		opt(&l, SN_OPT_KERNEL, s[3]);
+		opt(&l, SN_OPT_STRIDE, s[4]);
+		opt(&l, SN_OPT_PAD, s[5]);
+		fixture f;
+		prepare(&f, l, 3, 1);
+		float *in = inputs_uniform(&f, 20 + i), *fast = floats(f.nout), *ref = floats(f.nout);
+		int32_t *arg = calloc((size_t)f.nout, sizeof *arg);
+		assert_non_null(arg);
+		for (int pass = 0; pass < 3; pass++) {
+			if (pass == 0)   /* ties: four levels */
+				for (int64_t j = 0; j < f.nin; j++)
+					in[j] = floorf(in[j] * 2.0f);
+			if (pass == 2) {   /* a NaN in one plane, an Inf in another */
+				in[f.nin / 2] = NAN;
+				in[f.nin - 1] = INFINITY;
+				in[0] = -INFINITY;
+			}
+			run_forward(&f, in, fast, 1);
+			sn_maxpool_forward_naive(&f.l, in, ref, arg, f.B);
+			assert_memory_equal(fast, ref, (size_t)f.nout * sizeof *fast);
+			assert_memory_equal(f.l.saved, arg, (size_t)f.nout * sizeof *arg);
+			if (pass == 0) {
+				free(in);
+				in = inputs_without_ties(&f, 30 + i);
+			}
+		}
+		free(in), free(fast), free(ref), free(arg);
+		release(&f);
 	}
 }
 
@@ -802,6 +858,7 @@ int main(void)
 		cmocka_unit_test(loss_gradient_matches_finite_differences),
 		cmocka_unit_test(conv_agrees_with_the_naive_convolution),
 		cmocka_unit_test(dense_agrees_with_the_naive_product),
+		cmocka_unit_test(maxpool_agrees_with_the_naive_pooling),
 		cmocka_unit_test(output_shapes_follow_the_floor_rule),
 		cmocka_unit_test(params_use_pytorch_shapes),
 		cmocka_unit_test(every_kind_is_listed_once),
