@@ -122,6 +122,7 @@ void sn_dense_forward_naive(const sn_layer *l, const float *in, float *out, int 
  * output's input (the first in reading order among equals, NaN winning). */
 void sn_maxpool_forward_naive(const sn_layer *l, const float *in, float *out, int32_t *arg,
 			      int B);
+void sn_avgpool_forward_naive(const sn_layer *l, const float *in, float *out, int B);
 
 /* Helpers for the kinds' setup functions (lib/layers/table.c).
  * sn_layer_opt_int: option o as an integer >= min, or dflt when it was not

@@ -49,7 +49,7 @@ static int pool_setup(sn_layer *l, int is_max)
 	l->flops_backward = is_max ? outs : outs * k * k;
 	l->saved_per_example = is_max ? outs : 0;   /* argmax, as int32 */
 	l->saved_fixed = l->scratch_per_example = 0;
-	l->scratch_fixed = is_max ? 2 * g.W : 0;   /* maxpool_plane_rows */
+	l->scratch_fixed = is_max ? 2 * g.W : g.W;   /* the *_plane passes' row */
 	return 0;
 }
 
@@ -65,17 +65,13 @@ static void window(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t n,
 	*i1 = start + k > n ? n : start + k;
 }
 
-/* The output columns [o0, o1) whose input column o*stride - pad + kj lies in
- * the row. */
-static void columns(const pool_geom *g, int64_t kj, int64_t *o0, int64_t *o1)
+/* The outputs [lo, hi) along a row whose windows lie wholly inside it. */
+static void interior_outputs(const pool_geom *g, int64_t *lo, int64_t *hi)
 {
-	int64_t lo = g->pad - kj, hi = g->W + g->pad - kj;   /* o*stride in [lo, hi) */
-	*o0 = lo <= 0 ? 0 : (lo + g->stride - 1) / g->stride;
-	*o1 = hi <= 0 ? 0 : (hi + g->stride - 1) / g->stride;
-	if (*o1 > g->OW)
-		*o1 = g->OW;
-	if (*o0 > *o1)
-		*o0 = *o1;
+	*lo = (g->pad + g->stride - 1) / g->stride;
+	*hi = (g->W + g->pad - g->k) / g->stride + 1;
+	*hi = *hi > g->OW ? g->OW : *hi;
+	*lo = *lo > *hi ? *hi : *lo;
 }
 
 /* The first maximum of two candidates in reading order, NaN winning as in
@@ -190,10 +186,8 @@ static inline i4 gather_i4(const int32_t *x, int64_t c, int64_t stride)
 static void maxima_across(const pool_geom *g, const float *colmax, const int32_t *colmax_at,
 			  float *out, int32_t *arg)
 {
-	int64_t lo = (g->pad + g->stride - 1) / g->stride;
-	int64_t hi = (g->W + g->pad - g->k) / g->stride + 1;
-	hi = hi > g->OW ? g->OW : hi;
-	lo = lo > hi ? hi : lo;
+	int64_t lo, hi;
+	interior_outputs(g, &lo, &hi);
 	for (int64_t ow = 0; ow < g->OW; ow++) {
 		for (; ow == lo && ow + 4 <= hi; lo = ow += 4) {
 			const int64_t c = ow * g->stride - g->pad;
@@ -307,67 +301,113 @@ void sn_maxpool_forward_naive(const sn_layer *l, const float *in, float *out, in
 		maxpool_plane(&g, in + bc * plane, out + bc * S, arg + bc * S);
 }
 
-static void avgpool_plane(const pool_geom *g, const float *src, float *out)
+/* Average pooling output by output, window by window, for the tests. */
+void sn_avgpool_forward_naive(const sn_layer *l, const float *in, float *out, int B)
+{
+	const pool_geom g = geom_of(l);
+	const int64_t plane = g.H * g.W;
+	for (int64_t bc = 0; bc < B * g.C; bc++)
+		for (int64_t oh = 0; oh < g.OH; oh++)
+			for (int64_t ow = 0; ow < g.OW; ow++) {
+				int64_t h0, h1, w0, w1;
+				window(oh, g.stride, g.pad, g.k, g.H, &h0, &h1);
+				window(ow, g.stride, g.pad, g.k, g.W, &w0, &w1);
+				double sum = 0;
+				for (int64_t ih = h0; ih < h1; ih++)
+					for (int64_t iw = w0; iw < w1; iw++)
+						sum += in[bc * plane + ih * g.W + iw];
+				out[(bc * g.OH + oh) * g.OW + ow] = (float)(sum / (double)(g.k * g.k));
+			}
+}
+
+/* acc[0..n) += x[0..n); blocks of 8 over restrict pointers vectorise. */
+static void add_floats(float *restrict acc, const float *restrict x, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			acc[i + j] += x[i + j];
+	for (; i < n; i++)
+		acc[i] += x[i];
+}
+
+/* In two passes, as maxpool_plane_rows: sums down each window's rows for
+ * all columns at once, then across each window's columns, four outputs at
+ * a time where the windows lie inside the row.  colsum: W floats. */
+static void avgpool_plane(const pool_geom *g, const float *src, float *out, float *colsum)
 {
 	const float scale = 1.0f / (float)(g->k * g->k);
-	for (int64_t oh = 0; oh < g->OH; oh++) {
-		float *sum = out + oh * g->OW;
+	int64_t lo, hi;
+	interior_outputs(g, &lo, &hi);
+	for (int64_t oh = 0; oh < g->OH; oh++, out += g->OW) {
 		int64_t h0, h1;
 		window(oh, g->stride, g->pad, g->k, g->H, &h0, &h1);
-		for (int64_t ow = 0; ow < g->OW; ow++)
-			sum[ow] = 0;
-		for (int64_t ih = h0; ih < h1; ih++)
-			for (int64_t kj = 0; kj < g->k; kj++) {
-				int64_t o0, o1;
-				columns(g, kj, &o0, &o1);
-				const float *row = src + ih * g->W;
-				for (int64_t ow = o0; ow < o1; ow++)
-					sum[ow] += row[ow * g->stride - g->pad + kj];
+		memcpy(colsum, src + h0 * g->W, (size_t)g->W * sizeof *colsum);
+		for (int64_t ih = h0 + 1; ih < h1; ih++)
+			add_floats(colsum, src + ih * g->W, g->W);
+		for (int64_t ow = 0; ow < g->OW; ow++) {
+			for (int64_t at = lo; ow == at && ow + 4 <= hi; at = ow += 4) {
+				const int64_t c = ow * g->stride - g->pad;
+				f4 sum = gather_f4(colsum, c, g->stride);
+				for (int64_t j = 1; j < g->k; j++)
+					sum += gather_f4(colsum, c + j, g->stride);
+				sum *= scale;
+				memcpy(out + ow, &sum, sizeof sum);
 			}
-		for (int64_t ow = 0; ow < g->OW; ow++)
-			sum[ow] *= scale;
+			if (ow >= g->OW)
+				break;
+			int64_t w0, w1;
+			window(ow, g->stride, g->pad, g->k, g->W, &w0, &w1);
+			float sum = colsum[w0];
+			for (int64_t iw = w0 + 1; iw < w1; iw++)
+				sum += colsum[iw];
+			out[ow] = sum * scale;
+		}
 	}
 }
 
-/* The adjoint of avgpool_plane: each output's gradient spread over its window. */
-static void avgpool_plane_backward(const pool_geom *g, const float *dout, float *din)
+/* The adjoint of avgpool_plane: each output row's gradients spread across
+ * their windows' columns, then that row added down the windows' rows.
+ * spread: W floats. */
+static void avgpool_plane_backward(const pool_geom *g, const float *dout, float *din,
+				   float *spread)
 {
 	const float scale = 1.0f / (float)(g->k * g->k);
-	for (int64_t oh = 0; oh < g->OH; oh++) {
-		const float *d = dout + oh * g->OW;
+	for (int64_t oh = 0; oh < g->OH; oh++, dout += g->OW) {
+		memset(spread, 0, (size_t)g->W * sizeof *spread);
+		for (int64_t ow = 0; ow < g->OW; ow++) {
+			int64_t w0, w1;
+			window(ow, g->stride, g->pad, g->k, g->W, &w0, &w1);
+			const float d = dout[ow] * scale;
+			for (int64_t iw = w0; iw < w1; iw++)
+				spread[iw] += d;
+		}
 		int64_t h0, h1;
 		window(oh, g->stride, g->pad, g->k, g->H, &h0, &h1);
 		for (int64_t ih = h0; ih < h1; ih++)
-			for (int64_t kj = 0; kj < g->k; kj++) {
-				int64_t o0, o1;
-				columns(g, kj, &o0, &o1);
-				float *row = din + ih * g->W;
-				for (int64_t ow = o0; ow < o1; ow++)
-					row[ow * g->stride - g->pad + kj] += d[ow] * scale;
-			}
+			add_floats(din + ih * g->W, spread, g->W);
 	}
 }
 
 static void avgpool_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
-	(void)p;
 	const pool_geom g = geom_of(l);
 	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
 	for (int64_t bc = 0; bc < B * g.C; bc++)
-		avgpool_plane(&g, in + bc * plane, out + bc * S);
+		avgpool_plane(&g, in + bc * plane, out + bc * S, p->scratch);
 }
 
 static void avgpool_backward(sn_layer *l, const float *in, const float *out,
 			     const float *dout, float *din, int B, sn_pass *p)
 {
-	(void)in, (void)out, (void)p;
+	(void)in, (void)out;
 	if (!din)
 		return;
 	const pool_geom g = geom_of(l);
 	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
 	memset(din, 0, (size_t)(B * g.C * plane) * sizeof *din);
 	for (int64_t bc = 0; bc < B * g.C; bc++)
-		avgpool_plane_backward(&g, dout + bc * S, din + bc * plane);
+		avgpool_plane_backward(&g, dout + bc * S, din + bc * plane, p->scratch);
 }
 
 static int global_avgpool_setup(sn_layer *l)

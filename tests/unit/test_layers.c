@@ -330,6 +330,12 @@ static void pool_gradients_match_finite_differences(void **state)
 	opt(&l, SN_OPT_PAD, 1);
 	check_kind(l, 2, inputs_uniform);
 
+	l = layer("avgpool", chw(2, 9, 13));  /* four outputs at a time inside */
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_STRIDE, 2);
+	opt(&l, SN_OPT_PAD, 1);
+	check_kind(l, 2, inputs_uniform);
+
 	l = layer("avgpool", chw(2, 5, 4));   /* overlapping windows */
 	opt(&l, SN_OPT_KERNEL, 2);
 	opt(&l, SN_OPT_STRIDE, 1);
@@ -486,6 +492,24 @@ static void maxpool_agrees_with_the_naive_pooling(void **state)
 		}
 		free(in), free(fast), free(ref), free(arg);
 		release(&f);
+	}
+}
+
+static void avgpool_agrees_with_the_naive_pooling(void **state)
+{
+	(void)state;
+	static const int shapes[][6] = {
+		/* C, H, W, k, stride, pad: cifar10_quick's, edges, overlaps */
+		{3, 16, 16, 3, 2, 1}, {2, 8, 8, 3, 2, 1}, {2, 15, 13, 3, 2, 1}, {2, 10, 10, 3, 1, 1},
+		{2, 12, 17, 4, 3, 2}, {1, 3, 3, 3, 1, 0}, {2, 9, 22, 2, 2, 0}, {1, 5, 6, 5, 2, 2},
+	};
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const int *s = shapes[i];
+		sn_layer l = layer("avgpool", chw(s[0], s[1], s[2]));
+		opt(&l, SN_OPT_KERNEL, s[3]);
+		opt(&l, SN_OPT_STRIDE, s[4]);
+		opt(&l, SN_OPT_PAD, s[5]);
+		compare_with_naive(l, 3, sn_avgpool_forward_naive);
 	}
 }
 
@@ -859,6 +883,7 @@ int main(void)
 		cmocka_unit_test(conv_agrees_with_the_naive_convolution),
 		cmocka_unit_test(dense_agrees_with_the_naive_product),
 		cmocka_unit_test(maxpool_agrees_with_the_naive_pooling),
+		cmocka_unit_test(avgpool_agrees_with_the_naive_pooling),
 		cmocka_unit_test(output_shapes_follow_the_floor_rule),
 		cmocka_unit_test(params_use_pytorch_shapes),
 		cmocka_unit_test(every_kind_is_listed_once),
