@@ -186,6 +186,27 @@ static inline void add_floats(float *restrict dst, const float *restrict src, in
 		dst[i] += src[i];
 }
 
+/* The adjoint of copy_rows: rows runs of n floats from src, back to back,
+ * added to dst rows W apart; common widths specialised likewise. */
+static inline void add_rows_of(float *restrict dst, const float *restrict src, int64_t rows,
+			       int64_t n, int64_t W)
+{
+	for (int64_t r = 0; r < rows; r++, dst += W, src += n)
+		add_floats(dst, src, n);
+}
+
+static void add_rows(float *restrict dst, const float *restrict src, int64_t rows, int64_t n,
+		     int64_t W)
+{
+	switch (n) {
+	case 8: add_rows_of(dst, src, rows, 8, W); break;
+	case 16: add_rows_of(dst, src, rows, 16, W); break;
+	case 24: add_rows_of(dst, src, rows, 24, W); break;
+	case 32: add_rows_of(dst, src, rows, 32, W); break;
+	default: add_rows_of(dst, src, rows, n, W); break;
+	}
+}
+
 /* One example's part of one im2col row, kernel offset (ki, kj): dst[oh*OW + ow]
  * = src[(oh*stride - pad + ki)*W + ow*stride - pad + kj], or 0 in the padding.
  * The valid ranges are worked out once, so the inner loop has no branches. */
@@ -219,9 +240,7 @@ static void scatter_row(const conv_geom *g, const float *src, float *dst, int64_
 {
 	const int64_t oh0 = valid[0], oh1 = valid[1], ow0 = valid[2], ow1 = valid[3];
 	if (g->stride == 1 && g->pad == 0) {
-		float *d = dst + ki * g->W + kj;
-		for (int64_t oh = 0; oh < g->OH; oh++, d += g->W, src += g->OW)
-			add_floats(d, src, g->OW);
+		add_rows(dst + ki * g->W + kj, src, g->OH, g->OW, g->W);
 		return;
 	}
 	for (int64_t oh = oh0; oh < oh1; oh++) {
