@@ -1,7 +1,7 @@
-/* layers: forward+backward speed of LeNet's conv layers at batch 64, as a
- * fraction of OpenBLAS sgemm GFLOP/s at n = 1024 measured in the same run,
- * on 1 and 2 threads.  conv1 is a first layer, so its backward computes no
- * input gradient, as in training.
+/* layers: forward+backward speed of LeNet's and cifar10_quick's conv layers
+ * at batch 64, as a fraction of OpenBLAS sgemm GFLOP/s at n = 1024 measured
+ * in the same run, on 1 and 2 threads.  Each net's conv1 is a first layer,
+ * so its backward computes no input gradient, as in training.
  *   make build/libsn.a && cc -O2 -Ilib bench/layers.c build/libsn.a \
  *     $(pkg-config --cflags --libs openblas) -lm -o build/bench-layers
  *   build/bench-layers */
@@ -51,14 +51,15 @@ typedef struct {
 	double fwd_s, bwd_s;   /* best seen */
 } conv_case;
 
-static void conv_open(conv_case *c, int C, int HW, int F, int k, int B, int first)
+static void conv_open(conv_case *c, int C, int HW, int F, int k, int pad, int B, int first)
 {
 	memset(c, 0, sizeof *c);
 	c->l.kind = sn_layer_kind_find("conv");
 	c->l.in = (sn_shape){3, {C, HW, HW}};
 	c->l.opt[SN_OPT_FILTERS] = F;
 	c->l.opt[SN_OPT_KERNEL] = k;
-	c->l.opt_set = 1u << SN_OPT_FILTERS | 1u << SN_OPT_KERNEL;
+	c->l.opt[SN_OPT_PAD] = pad;
+	c->l.opt_set = 1u << SN_OPT_FILTERS | 1u << SN_OPT_KERNEL | 1u << SN_OPT_PAD;
 	if (c->l.kind->setup(&c->l)) {
 		fprintf(stderr, "bench-layers: %s\n", sn_errdetail());
 		exit(1);
@@ -111,7 +112,7 @@ static void report(int threads, const char *name, double fwd_s, double bwd_s, do
 		   double peak)
 {
 	double rate = gflop / (fwd_s + bwd_s);
-	printf("%7d  %-5s  %6.2f  %6.2f  %7.1f  %13.1f  %5.2f\n", threads, name, fwd_s * 1e3,
+	printf("%7d  %-11s  %6.2f  %6.2f  %7.1f  %13.1f  %5.2f\n", threads, name, fwd_s * 1e3,
 	       bwd_s * 1e3, rate, peak, rate / peak);
 }
 
@@ -120,25 +121,34 @@ static void report(int threads, const char *name, double fwd_s, double bwd_s, do
 int main(void)
 {
 	const int B = 64, rounds = 15;
-	printf("threads  layer  fwd_ms  bwd_ms  GFLOP/s  sgemm_GFLOP/s  ratio\n");
+	printf("threads  layer        fwd_ms  bwd_ms  GFLOP/s  sgemm_GFLOP/s  ratio\n");
 	for (int threads = 1; threads <= 2; threads++) {
 		openblas_set_num_threads(threads);
-		conv_case c1, c2;
-		conv_open(&c1, 1, 28, 20, 5, B, 1);
-		conv_open(&c2, 20, 12, 50, 5, B, 0);
+		/* LeNet's two, then cifar10_quick's three (5x5, pad 2) */
+		static const struct {
+			const char *name;
+			int C, HW, F, pad, first;
+		} shapes[] = {
+			{"lenet.conv1", 1, 28, 20, 0, 1}, {"lenet.conv2", 20, 12, 50, 0, 0},
+			{"cifar.conv1", 3, 32, 32, 2, 1}, {"cifar.conv2", 32, 16, 32, 2, 0},
+			{"cifar.conv3", 32, 8, 64, 2, 0},
+		};
+		enum { N = sizeof shapes / sizeof shapes[0] };
+		conv_case c[N];
+		for (int i = 0; i < N; i++)
+			conv_open(&c[i], shapes[i].C, shapes[i].HW, shapes[i].F, 5, shapes[i].pad, B,
+				  shapes[i].first);
 		double peak = 0;
 		for (int r = 0; r < rounds; r++) {
 			double g = sgemm_gflops(1024);
 			peak = g > peak ? g : peak;
-			conv_time(&c1);
-			conv_time(&c2);
+			for (int i = 0; i < N; i++)
+				conv_time(&c[i]);
 		}
-		report(threads, "conv1", c1.fwd_s, c1.bwd_s, conv_gflop(&c1), peak);
-		report(threads, "conv2", c2.fwd_s, c2.bwd_s, conv_gflop(&c2), peak);
-		report(threads, "both", c1.fwd_s + c2.fwd_s, c1.bwd_s + c2.bwd_s,
-		       conv_gflop(&c1) + conv_gflop(&c2), peak);
-		conv_close(&c1);
-		conv_close(&c2);
+		for (int i = 0; i < N; i++) {
+			report(threads, shapes[i].name, c[i].fwd_s, c[i].bwd_s, conv_gflop(&c[i]), peak);
+			conv_close(&c[i]);
+		}
 	}
 	return 0;
 }
