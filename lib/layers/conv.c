@@ -480,9 +480,10 @@ static void conv_backward(sn_layer *l, const float *in, const float *out,
 		 * (measured on LeNet's shapes); the transpose back is tiny */
 		if (l->dw[0]) {
 			lower(&g, in + b0 * plane, cols, padded, n);
+			if (b0 == 0)
+				memset(dwt, 0, (size_t)(ckk * g.F) * sizeof *dwt);
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ckk, (int)g.F,
-				    (int)ns, 1.0f, cols, (int)ns, dyc, (int)ns, b0 ? 1.0f : 0.0f,
-				    dwt, (int)g.F);
+				    (int)ns, 1.0f, cols, (int)ns, dyc, (int)ns, 1.0f, dwt, (int)g.F);
 		}
 		if (!din || by_convolution)
 			continue;
