@@ -84,32 +84,6 @@ static inline void keep_max(float *best, int32_t *at, float v, int32_t i)
 	*at = take ? i : *at;
 }
 
-/* 2x2 windows, stride 2, no padding (most nets): a tree of three plain
- * comparisons per output.  They ignore NaN, so a running sum watches for
- * non-finite input; a plane that has any is redone by the general pass,
- * which lets NaN win.  Returns 0 when it had to leave the plane to it. */
-static int maxpool_plane_2x2(const pool_geom *g, const float *src, float *out, int32_t *arg)
-{
-	float sum = 0;
-	for (int64_t oh = 0; oh < g->OH; oh++) {
-		const float *r0 = src + 2 * oh * g->W, *r1 = r0 + g->W;
-		const int32_t i0 = (int32_t)(2 * oh * g->W), i1 = i0 + (int32_t)g->W;
-		for (int64_t ow = 0; ow < g->OW; ow++) {
-			const int32_t c = (int32_t)(2 * ow);
-			sum += (r0[c] + r0[c + 1]) + (r1[c] + r1[c + 1]);
-			/* winners picked by index arithmetic on 0/1 compares, since
-			 * the compiler turns ?: into branches */
-			const int32_t at_top = i0 + c + (r0[c + 1] > r0[c]);
-			const int32_t at_bottom = i1 + c + (r1[c + 1] > r1[c]);
-			const int32_t down = src[at_bottom] > src[at_top];
-			const int32_t at = at_top + down * (at_bottom - at_top);
-			out[oh * g->OW + ow] = src[at];
-			arg[oh * g->OW + ow] = at;
-		}
-	}
-	return sum - sum == 0;
-}
-
 /* Whether a plane is free of NaN and Inf: x*0 is 0 for finite x and NaN
  * otherwise, so the sum stays 0 or turns NaN and never overflows.  Eight
  * accumulators, so it vectorises. */
@@ -219,6 +193,51 @@ static void maxima_across(const pool_geom *g, const float *colmax, const int32_t
 		out[ow] = best;
 		arg[ow] = at;
 	}
+}
+
+/* 2x2 windows, stride 2, no padding (most nets), four outputs at a time:
+ * shuffles split both rows into even and odd columns, and a tree of three
+ * compares as lane masks picks each winner.  Ties go left, then up, as in
+ * reading order.  A plane with NaN or Inf is left to maxpool_plane
+ * (returns 0). */
+static int maxpool_plane_2x2(const pool_geom *g, const float *src, float *out, int32_t *arg)
+{
+	if (!plane_is_finite(src, g->H * g->W))
+		return 0;
+	const i4 evens = {0, 2, 4, 6}, odds = {1, 3, 5, 7};
+	for (int64_t oh = 0; oh < g->OH; oh++, out += g->OW, arg += g->OW) {
+		const float *r0 = src + 2 * oh * g->W, *r1 = r0 + g->W;
+		const int32_t i0 = (int32_t)(2 * oh * g->W), i1 = i0 + (int32_t)g->W;
+		int64_t ow = 0;
+		for (; ow + 4 <= g->OW; ow += 4) {
+			f4 t0, t1, b0, b1;
+			memcpy(&t0, r0 + 2 * ow, sizeof t0);
+			memcpy(&t1, r0 + 2 * ow + 4, sizeof t1);
+			memcpy(&b0, r1 + 2 * ow, sizeof b0);
+			memcpy(&b1, r1 + 2 * ow + 4, sizeof b1);
+			const f4 tl = __builtin_shuffle(t0, t1, evens), tr = __builtin_shuffle(t0, t1, odds);
+			const f4 bl = __builtin_shuffle(b0, b1, evens), br = __builtin_shuffle(b0, b1, odds);
+			const i4 col = evens + (int32_t)(2 * ow);
+			const i4 top_right = tr > tl, bottom_right = br > bl;   /* -1 or 0 */
+			const f4 top = (f4)(((i4)tr & top_right) | ((i4)tl & ~top_right));
+			const f4 bottom = (f4)(((i4)br & bottom_right) | ((i4)bl & ~bottom_right));
+			const i4 at_top = i0 + col - top_right, at_bottom = i1 + col - bottom_right;
+			const i4 down = bottom > top;
+			const f4 best = (f4)(((i4)bottom & down) | ((i4)top & ~down));
+			const i4 at = (at_bottom & down) | (at_top & ~down);
+			memcpy(out + ow, &best, sizeof best);
+			memcpy(arg + ow, &at, sizeof at);
+		}
+		for (; ow < g->OW; ow++) {
+			const int32_t c = (int32_t)(2 * ow);
+			const int32_t at_top = i0 + c + (r0[c + 1] > r0[c]);
+			const int32_t at_bottom = i1 + c + (r1[c + 1] > r1[c]);
+			const int32_t at = src[at_bottom] > src[at_top] ? at_bottom : at_top;
+			out[ow] = src[at];
+			arg[ow] = at;
+		}
+	}
+	return 1;
 }
 
 /* Any window, in two passes: the maximum down each window's rows, all
