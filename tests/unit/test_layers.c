@@ -254,6 +254,7 @@ static void conv_gradients_match_finite_differences(void **state)
 	static const int same[][5] = {
 		/* C, H, W, k, pad */
 		{2, 6, 5, 3, 1}, {3, 7, 6, 5, 2}, {2, 4, 5, 3, 2}, {1, 5, 5, 5, 4}, {2, 6, 6, 5, 1},
+		{1, 16, 16, 3, 1},   /* S = 256: dW by one GEMM per example */
 	};
 	for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
 		l = layer("conv", chw(same[i][0], same[i][1], same[i][2]));
@@ -425,6 +426,36 @@ static void compare_with_naive(sn_layer l, int B,
 	run_forward(&f, in, again, 1);
 	assert_memory_equal(fast, again, (size_t)f.nout * sizeof *fast);
 	free(in), free(fast), free(ref), free(again);
+	release(&f);
+}
+
+/* A first layer gets no din; its dW then comes from one GEMM per example
+ * over dout as it lies (S >= 256), where with din it comes from a gathered
+ * copy: the same gradients either way. */
+static void conv_weight_gradients_do_not_depend_on_din(void **state)
+{
+	(void)state;
+	sn_layer l = layer("conv", chw(1, 20, 20));
+	opt(&l, SN_OPT_FILTERS, 4);
+	opt(&l, SN_OPT_KERNEL, 3);
+	fixture f;
+	prepare(&f, l, 5, 3);
+	float *in = inputs_uniform(&f, 5), *dout = inputs_uniform(&(fixture){.nin = f.nout}, 6);
+	float *din = floats(f.nin), *out = floats(f.nout);
+	float *dw[2] = {floats(f.l.params[0].numel), floats(f.l.params[1].numel)};
+	sn_pass p = {.training = 1, .scratch = f.scratch};
+	f.l.kind->forward(&f.l, in, out, f.B, &p);
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < 2; i++)
+			memset(f.l.dw[i], 0, (size_t)f.l.params[i].numel * sizeof(float));
+		f.l.kind->backward(&f.l, in, out, dout, pass ? NULL : din, f.B, &p);
+		if (pass == 0)
+			for (int i = 0; i < 2; i++)
+				memcpy(dw[i], f.l.dw[i], (size_t)f.l.params[i].numel * sizeof(float));
+	}
+	for (int i = 0; i < 2; i++)
+		expect_close(f.l.dw[i], dw[i], f.l.params[i].numel, 1e-5);
+	free(in), free(dout), free(din), free(out), free(dw[0]), free(dw[1]);
 	release(&f);
 }
 
@@ -875,6 +906,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(conv_gradients_match_finite_differences),
 		cmocka_unit_test(conv_gradients_are_right_across_chunks),
+		cmocka_unit_test(conv_weight_gradients_do_not_depend_on_din),
 		cmocka_unit_test(pool_gradients_match_finite_differences),
 		cmocka_unit_test(dense_gradients_match_finite_differences),
 		cmocka_unit_test(activation_gradients_match_finite_differences),
