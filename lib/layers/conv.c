@@ -10,7 +10,15 @@
  * Backward rebuilds a chunk's columns rather than keeping them, so a conv
  * layer needs no per-example memory beyond its activations.  The GEMM
  * result is [F, n*OH*OW]; copying it to NCHW is a row copy per (b, f),
- * into which the bias add is folded. */
+ * into which the bias add is folded; a chunk of one example lands in NCHW
+ * directly.
+ *
+ * Stride-1 layers with padding go through a zero-bordered copy of the
+ * chunk, so that im2col is plain row copies.  Where such a layer's output
+ * is no smaller than its input, din is itself a convolution (of dout with
+ * the flipped filters), which runs as the forward pass does instead of a
+ * K = F GEMM and a col2im of adds.  GEMM outputs are zeroed by memset and
+ * summed into: OpenBLAS's beta = 0 pass was slower. */
 #include "layers.h"
 
 #include <cblas.h>
