@@ -433,7 +433,11 @@ static const float *chunk_dy(const conv_geom *g, const float *dout, float *dy, i
  * multiplies than the scatter saves. */
 static int din_by_convolution(const conv_geom *g)
 {
-	return g->stride == 1 && g->pad <= g->k - 1 && g->H * g->W <= g->OH * g->OW;
+	/* its columns are F*k*k x H*W per example: no more than 4 times the
+	 * forward's, so a layer with many more filters than channels does
+	 * not ask for a scratch area out of all proportion */
+	return g->stride == 1 && g->pad <= g->k - 1 && g->H * g->W <= g->OH * g->OW &&
+	       g->F * g->H * g->W <= 4 * g->C * g->OH * g->OW;
 }
 
 static conv_geom transposed_geom(const conv_geom *g)

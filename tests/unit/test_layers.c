@@ -263,6 +263,11 @@ static void conv_gradients_match_finite_differences(void **state)
 		opt(&l, SN_OPT_PAD, same[i][4]);
 		check_kind(l, 2, inputs_uniform);
 	}
+	l = layer("conv", chw(1, 6, 6));   /* many filters per channel: din by col2im */
+	opt(&l, SN_OPT_FILTERS, 8);
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_PAD, 1);
+	check_kind(l, 2, inputs_uniform);
 }
 
 /* Large enough that the passes go two examples at a time: spot checks of
