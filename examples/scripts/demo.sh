@@ -23,20 +23,24 @@ sn-shard "$data/t10k-images-idx3-ubyte.gz" --labels "$data/t10k-labels-idx1-ubyt
 
 # Four workers on however many cores there are: sn-train runs min(-j, cores)
 # at a time, one BLAS thread each, which beats fewer workers with more threads
-# on LeNet's small GEMMs.  Measured here (test accuracy after 8 / 16 rounds of
-# 100 steps): lenet.yaml's momentum SGD 88.9% after 10; Adam lr 0.001 89.2 /
-# 90.1%; Adam lr 0.002 89.2 / 89.9%; Adam lr 0.001 with DiLoCo's outer
-# Nesterov step (0.7, 0.9) 90.2 / 90.9-91.15%, and it overfits after that.
-# Resuming the last 4 rounds at lr 0.0003 gives 91.3% (0.0001: 90.8%) and
-# holds 91.2% to round 18.  Momentum SGD diverges at lr 0.03.
-first=$((rounds * 3 / 4))
-common=(--shards "$dir/shards" --out "$dir/run" --iters "$iters" -j 4 --seed 1
-	--eval "$dir/test/shard-000.safetensors" --eval-every 4 --solver adam
-	--outer-lr 0.7 --outer-momentum 0.9)
+# on LeNet's small GEMMs.  The recipe: Adam at lr 0.001 with DiLoCo's outer
+# Nesterov step (0.7, 0.9) for the first 3/4 of the global steps, then lr x0.3
+# (multistep; the schedule follows the global step count, tau per round).
+# Measured on 2 busy cores, 16 rounds of 100 steps: 91.26% in 116 s (single
+# sn-train runs).  Other recipes, each within 90.7-91.2%: Adam with a cosine
+# over 16x150 steps 91.21% (141 s), 12x150 90.72%; AdamW wd 0.1 90.97%;
+# momentum SGD lr 0.02 (cosine, warmup) 90.74% over 16x200, with the outer
+# step 90.68% (overfits: eval loss rises from round 12), weight decay 0.002
+# 90.83%; lr 0.03 91.00%, lr 0.05 91.07% over 14x200 (179 s); batch 32
+# 90.31%; the lr drop at step 1500 of 16x125 91.01%.  LeNet without dropout
+# overfits Fashion-MNIST near 91%: more steps do not help.
+drop=$((rounds * iters * 3 / 4))
 echo "demo: sn-train, 4 workers, $rounds rounds of $iters steps" >&2
-sn-train --net "$root/examples/nets/lenet.yaml" "${common[@]}" --rounds "$first" --lr 0.001 "$@"
-echo "demo: the last $((rounds - first)) rounds at a lower learning rate" >&2
-sn-train --resume "${common[@]}" --rounds "$rounds" --lr 0.0003 "$@"
+sn-train --net "$root/examples/nets/lenet.yaml" --shards "$dir/shards" --out "$dir/run" \
+	--rounds "$rounds" --iters "$iters" -j 4 --seed 1 \
+	--eval "$dir/test/shard-000.safetensors" --eval-every 4 \
+	--solver adam --lr 0.001 --outer-lr 0.7 --outer-momentum 0.9 \
+	--set lr_policy=multistep --set multistep="$drop" --set gamma=0.3 "$@"
 
 acc=$(awk -F '\t' 'NR > 1 && $9 != "" { a = $9 } END { print a }' "$dir/run/log.tsv")
 elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }')
