@@ -30,13 +30,14 @@ sn-shard "$data/t10k-images-idx3-ubyte.gz" --labels "$data/t10k-labels-idx1-ubyt
 # Measured on 2 busy cores, 16 rounds of 100 steps (sn-train is deterministic
 # for a seed): 91.26% in 103 s (--seed 1), 91.11% in 115 s (2), 91.26% (3).
 # Other recipes, all within 90.0-91.2%: Adam with a cosine over 16x150 steps
-# 91.21% (141 s), over 12x150 90.72%; the drop at step 1000 91.10%, at 1500
-# of 16x125 91.01%; weight decay 0 90.97%, 0.002 90.80%; AdamW wd 0.1 90.97%,
-# 0.5 90.50%; momentum SGD (cosine, warmup) lr 0.02 over 16x200 90.74%, with
-# the outer step 90.68% (eval loss rises from round 12), wd 0.002 90.83%;
-# lr 0.03 91.00%, lr 0.05 91.07% over 14x200 (179 s); lr 0.03 with this drop
-# 90.03%; batch 32 90.31%.  LeNet without dropout or augmentation overfits
-# Fashion-MNIST near 91%: more steps or more weight decay do not help.
+# 91.21% (141 s), over 12x150 90.72%; the drop at step 1000 91.10%, at 1500 of
+# 16x125 91.01%; 20x100 (drop at 1500) 91.23%, 8x200 90.98%; weight decay 0
+# 90.97%, 0.002 90.80%; AdamW wd 0.1 90.97%, 0.5 90.50%; momentum SGD (cosine,
+# warmup) lr 0.02 over 16x200 90.74%, with the outer step 90.68% (eval loss
+# rises from round 12), wd 0.002 90.83%; lr 0.03 91.00%, lr 0.05 91.07% over
+# 14x200 (179 s); lr 0.03 with this drop 90.03%; batch 32 90.31%.  LeNet
+# without dropout or augmentation overfits Fashion-MNIST near 91%: more steps
+# or more weight decay do not help.
 drop=$((rounds * iters * 3 / 4))
 echo "demo: sn-train, 4 workers, $rounds rounds of $iters steps" >&2
 sn-train --net "$root/examples/nets/lenet.yaml" --shards "$dir/shards" --out "$dir/run" \
