@@ -5,6 +5,13 @@ SN_BIN=${SN_BIN:-$SN_ROOT/bin}
 # /usr/bin first after ours: the tests need Debian's python3 (numpy, torch),
 # not a pyenv or virtualenv python3 that may shadow it.
 export PATH="$SN_BIN:$SN_ROOT/bin:/usr/bin:$PATH"
+# PY: the first python3 with numpy, for fixtures and readers that know nothing
+# of sn.  Probed once per suite (setup_file's export reaches its tests).
+if [ -z "${PY:-}" ]; then
+	for p in /usr/bin/python3 python3; do
+		if "$p" -c 'import numpy' 2>/dev/null; then export PY=$p; break; fi
+	done
+fi
 NETS=$SN_ROOT/examples/nets
 FMNIST=/usr/share/datasets/fashion-mnist
 

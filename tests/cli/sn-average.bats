@@ -4,13 +4,6 @@
 
 load helper
 
-setup_file() {
-	# numpy may live only in Debian's python, not in one earlier on PATH
-	for p in /usr/bin/python3 python3; do
-		if "$p" -c 'import numpy' 2>/dev/null; then export PY=$p; break; fi
-	done
-}
-
 # mkw FILE SEED [EXAMPLES] [LOSS] [STEPS] [ROUND] [SHAPE_OF_B] [NET]: a weight file
 # with two tensors a[3,4], b[SHAPE] of seeded normals, in safetensors with crc32.
 mkw() {

@@ -4,10 +4,6 @@
 load helper
 
 setup_file() {
-	# numpy may live only in Debian's python, not in one earlier on PATH
-	for p in /usr/bin/python3 python3; do
-		if "$p" -c 'import numpy' 2>/dev/null; then export PY=$p; break; fi
-	done
 	export REF=$BATS_TEST_DIRNAME/torch_reference.py
 	export D=$BATS_FILE_TMPDIR
 	"$PY" "$REF" data "$D/train.safetensors" --fmnist train --limit 2000

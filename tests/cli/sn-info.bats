@@ -3,10 +3,6 @@
 load helper
 
 setup_file() {
-	# numpy may live only in Debian's python, not in one earlier on PATH
-	for p in /usr/bin/python3 python3; do
-		if "$p" -c 'import numpy' 2>/dev/null; then export PY=$p; break; fi
-	done
 	export FIX=$BATS_FILE_TMPDIR/fixtures
 	mkdir -p "$FIX"
 	"$PY" "$BATS_TEST_DIRNAME/st_fixtures.py" "$FIX"

@@ -2,13 +2,6 @@
 # sn-init: net YAML -> seeded initial weights (sn.weights.v1).
 load helper
 
-setup_file() {
-	# numpy may live only in Debian's python, not in one earlier on PATH
-	for p in /usr/bin/python3 python3; do
-		if "$p" -c 'import numpy' 2>/dev/null; then export PY=$p; break; fi
-	done
-}
-
 # A reader that knows nothing of sn: json + numpy (and zlib for the crc).
 # Prints "name shape" per tensor; checks the layout, metadata and crc32.
 read_weights() {
