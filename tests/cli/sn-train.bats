@@ -61,6 +61,34 @@ EOF2
 	if command -v gnuplot >/dev/null; then [ -s run/curve.png ]; fi
 }
 
+@test "sn-train --target-acc stops after the first evaluation that reaches it" {
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 12 --iters 20 \
+		--eval "$TEST_DATA" --seed 3 --target-acc 0.5 --quiet
+	[ "$status" -eq 0 ]
+	n=$(($(wc -l <run/log.tsv) - 1))
+	[ "$n" -lt 12 ]
+	# the last row is the first to reach the target, and the weights stop there
+	awk -F '\t' -v n="$n" 'NR > 1 && NR < n + 1 && $9 >= 0.5 { exit 1 } NR == n + 1 && $9 < 0.5 { exit 1 }' run/log.tsv
+	[ -f "run/w-$(printf %04d "$n").safetensors" ] && [ ! -e "run/w-$(printf %04d $((n + 1))).safetensors" ]
+	[[ "$output" == *"target accuracy 0.5 reached at round $n;"* ]]
+	grep -q "target: eval accuracy .* >= 0.5 after round $n, stopping" run/events.log
+	# resuming a run that reached its target trains no further
+	run sn-train --resume --shards "$FX/shards2" --out run --rounds 12 --iters 20 \
+		--eval "$TEST_DATA" --target-acc 0.5 --quiet
+	[ "$status" -eq 0 ]
+	[ ! -e "run/w-$(printf %04d $((n + 1))).safetensors" ]
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run2 --rounds 2 --iters 5 \
+		--eval "$TEST_DATA" --target-acc 0.999 --quiet
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"target accuracy 0.999 not reached;"* ]]
+	[ -f run2/w-0002.safetensors ]
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run3 --target-acc 0.5
+	[ "$status" -eq 2 ]
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run3 --eval "$TEST_DATA" --target-acc 1.5
+	[ "$status" -eq 2 ]
+	[ ! -e run3 ]
+}
+
 @test "sn-train with one worker for R rounds of tau equals R*tau steps of one sn-sgd, bit for bit" {
 	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards1" --out run --rounds 3 --iters 7 --seed 5 --quiet
 	[ "$status" -eq 0 ]
