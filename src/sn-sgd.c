@@ -37,13 +37,16 @@ static const char usage_text[] =
 	"                          warmup=100, clip_norm=5 ...); repeatable\n"
 	"      --profile           per-layer timings (stderr, or in --json)\n"
 	"      --json              print the run summary as JSON on stdout\n"
+	"      --check-args NET    check the options against NET (weights or YAML)\n"
+	"                          and exit: 0 if a run would accept them, else 2\n"
 	"  -q, --quiet             no progress or summary on stderr\n"
 	"  -h, --help              show this help\n"
 	"  -V, --version           show the version\n"
 	"\n"
 	"Exit status: 0 ok, 1 runtime error, 2 usage error, 3 diverged.\n";
 
-enum { OPT_SEED = 256, OPT_SOLVER, OPT_LR, OPT_MOMENTUM, OPT_WD, OPT_SET, OPT_PROFILE, OPT_JSON };
+enum { OPT_SEED = 256, OPT_SOLVER, OPT_LR, OPT_MOMENTUM, OPT_WD, OPT_SET, OPT_PROFILE, OPT_JSON,
+       OPT_CHECK_ARGS };
 
 static const struct option long_options[] = {
 	{"weights", required_argument, NULL, 'w'},
@@ -62,6 +65,7 @@ static const struct option long_options[] = {
 	{"set", required_argument, NULL, OPT_SET},
 	{"profile", no_argument, NULL, OPT_PROFILE},
 	{"json", no_argument, NULL, OPT_JSON},
+	{"check-args", required_argument, NULL, OPT_CHECK_ARGS},
 	{"quiet", no_argument, NULL, 'q'},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
@@ -71,7 +75,7 @@ static const struct option long_options[] = {
 #define MAX_OVERRIDES 32
 
 typedef struct {
-	const char *weights, *data, *output, *state;
+	const char *weights, *data, *output, *state, *check_args;
 	int64_t iters;
 	double time_limit;
 	int threads;
@@ -128,6 +132,7 @@ static void parse_options(int argc, char **argv, options *o)
 		}
 		case OPT_PROFILE: o->profile = 1; break;
 		case OPT_JSON: o->json = 1; break;
+		case OPT_CHECK_ARGS: o->check_args = optarg; break;
 		case 'q': o->quiet = 1; break;
 		case 'h': fputs(usage_text, stdout); exit(0);
 		case 'V': sn_cli_version();
@@ -138,9 +143,9 @@ static void parse_options(int argc, char **argv, options *o)
 	}
 	if (optind < argc)
 		sn_cli_usage_error("unexpected argument '%s'", argv[optind]);
-	if (!o->weights || !o->data || !o->output)
+	if (!o->check_args && (!o->weights || !o->data || !o->output))
 		sn_cli_usage_error("-w WEIGHTS, -d SHARD and -o OUT are required");
-	if (o->json && !strcmp(o->output, "-"))
+	if (o->json && o->output && !strcmp(o->output, "-"))
 		sn_cli_usage_error("--json and -o - both want stdout");
 }
 
@@ -152,6 +157,27 @@ static int apply_overrides(const options *o, sn_solver_config *c)
 		if ((err = sn_solver_config_set(c, o->key[i], o->value[i])))
 			return err;
 	return sn_solver_config_check(c);
+}
+
+/* --check-args: a dry run of the option checks, for sn-train to call before
+ * it creates anything; usage errors exit 2 from sn_cli_usage_error. */
+static int check_args(const options *o)
+{
+	sn_net net;
+	sn_st meta;
+	const char *p = o->check_args, *dot = strrchr(p, '.');
+	int yaml = dot && (!strcmp(dot, ".yaml") || !strcmp(dot, ".yml"));
+	int err = yaml ? sn_net_load(p, &net) : sn_net_from_weights(p, &net, &meta);
+	if (err)
+		return sn_cli_error(p, err), sn_exit_code(err);
+	if (!yaml)
+		sn_st_free(&meta);
+	sn_solver_config c = net.solver;
+	err = apply_overrides(o, &c);
+	sn_net_free(&net);
+	if (err)
+		sn_cli_usage_error("solver: %s", sn_errdetail());
+	return 0;
 }
 
 typedef struct {
@@ -321,6 +347,8 @@ int main(int argc, char **argv)
 	int rc;
 	sn_cli_init("sn-sgd");
 	parse_options(argc, argv, &o);
+	if (o.check_args)
+		return check_args(&o);
 	openblas_set_num_threads(o.threads);
 	if ((rc = open_inputs(&o, &r)))
 		goto out;
