@@ -16,7 +16,7 @@ SN_CFLAGS  = -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror \
              -DSN_VERSION='"$(VERSION)"' -Ilib -Isrc $(PKG_CFLAGS) $(CFLAGS) $(SAN)
 SN_LDLIBS  = $(PKG_LIBS) -lm -lpthread $(LDLIBS)
 
-LIB_SRC  := $(sort $(wildcard lib/*.c lib/layers/*.c))
+LIB_SRC  := $(sort $(wildcard lib/*.c lib/layers/*.c lib/readers/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CMD_SRC  := $(sort $(wildcard src/sn-*.c))
 CMDS     := $(CMD_SRC:src/%.c=%)
@@ -38,7 +38,7 @@ DEB_PKGS := build-essential pkg-config libopenblas-dev zlib1g-dev libyaml-dev \
 
 all: $(CMD_BINS)
 
-$(BUILD)/%.o: %.c $(wildcard lib/*.h src/*.h)
+$(BUILD)/%.o: %.c $(wildcard lib/*.h lib/readers/*.h src/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(SN_CFLAGS) -c -o $@ $<
 

@@ -1,5 +1,5 @@
 /* data.h: sn.data.v1 data files (shards): open, validate, and gather
- * normalised minibatches; plus the readers sn-shard turns into shards.
+ * normalised minibatches.  Writing them is shard.h's job.
  *
  * Normalisation, applied as a batch is read: u8 values first become v/255,
  * then (v - mean[c]) / std[c] per channel c (one channel for [N,D] tables,
@@ -16,6 +16,7 @@
 #include "st.h"
 
 #define SN_DATA_MAX_CHANNELS 4096
+#define SN_DATA_MAX_CLASSES (1 << 24)
 
 typedef struct {
 	sn_st st;
@@ -31,77 +32,16 @@ typedef struct {
 /* Open and validate a data file (format sn.data.v1, x/y present with
  * matching N, labels in [0, classes), mean/std well formed). */
 int sn_data_open(const char *path, sn_data *d) SN_MUST_CHECK;
+/* The same for a file already in memory (copied). */
+int sn_data_open_buffer(const void *buf, size_t len, sn_data *d) SN_MUST_CHECK;
 void sn_data_close(sn_data *d);
+
+/* Label i (y may be U8 or I32, and need not be aligned). */
+int32_t sn_data_label(const sn_data *d, int64_t i);
+/* Fails (SN_EFORMAT, naming the record) if a label is outside [0,classes). */
+int sn_data_check_labels(const sn_data *d, int classes) SN_MUST_CHECK;
 
 /* Gather examples idx[0..B) into x[B, shape] (normalised float) and y[B]. */
 void sn_data_batch(const sn_data *d, const int64_t *idx, int B, float *x, int32_t *y);
-
-/* ---- The shard writer (sn-shard) ------------------------------------- */
-
-#define SN_DATA_MAX_CLASSES (1 << 24)
-#define SN_DATA_MAX_SHARDS 999
-
-typedef enum {
-	SN_SPLIT_SHUFFLE,      /* seeded permutation, then contiguous chunks */
-	SN_SPLIT_CONTIGUOUS,   /* input order, contiguous chunks */
-	SN_SPLIT_ROUND_ROBIN,  /* record i to shard i mod K */
-	SN_SPLIT_STRATIFY      /* each class shuffled, dealt round-robin */
-} sn_split;
-
-typedef enum {
-	SN_INPUT_AUTO,         /* from the name, then from the first bytes */
-	SN_INPUT_IDX, SN_INPUT_CIFAR, SN_INPUT_CSV, SN_INPUT_DATA
-} sn_input_format;
-
-typedef struct {
-	const char *const *inputs;   /* "-" is stdin */
-	int ninputs;
-	const char *const *labels;   /* IDX label files, paired with IDX inputs */
-	int nlabels;
-	const char *outdir, *prefix; /* prefix default "shard" */
-	int k;                       /* shards, 1..SN_DATA_MAX_SHARDS */
-	int compress;                /* .safetensors.gz */
-	sn_split split;
-	uint64_t seed;
-	double val;                  /* fraction for DIR/val.safetensors, [0,1) */
-	int64_t limit;               /* first records only; 0 = all */
-	int normalize;               /* 0: mean 0, std 1 */
-	const char *stats_from;      /* copy mean/std from this data file */
-	int classes;                 /* 0: from the input */
-	sn_input_format format;
-	int cifar100;                /* -1 auto (file size), 0, 1 */
-	int cifar_coarse;            /* CIFAR-100: coarse (20) instead of fine */
-	int header;                  /* CSV: -1 auto, 0 none, 1 first row */
-	char delimiter;              /* CSV: 0 from the extension or first line */
-	const char *label_col;       /* CSV: name or 0-based index; NULL = last */
-	/* Called now and then from the reading pass and once per shard. */
-	void (*progress)(void *ctx, const char *phase, int64_t done, int64_t total);
-	void *progress_ctx;
-	/* Set (by a signal handler) to stop early: the run then fails with
-	 * "interrupted" and removes what it wrote, like any other failure. */
-	volatile sig_atomic_t *cancel;
-} sn_data_shard_opts;
-
-typedef struct {
-	int64_t records;             /* read (after --limit) */
-	int64_t val_records;
-	int classes, shards;
-	uint64_t bytes;              /* total size of the files written */
-	char *mean, *std;            /* the JSON arrays written to metadata */
-	char **files;                /* the paths written, shards then val */
-	int nfiles;
-	const char *errfile;         /* on failure: the input or dir at fault */
-} sn_data_shard_result;
-
-void sn_data_shard_opts_init(sn_data_shard_opts *o);
-
-/* Read every input (IDX with its labels, CIFAR-10/100 binary, CSV/TSV, or
- * sn data files), split it into o->k shards (+ val) in o->outdir.  Records
- * are spooled to an unlinked temporary file in outdir, so memory stays at
- * one shard plus the per-record label and index arrays; all shards are
- * written under hidden staging names and renamed only when every one is
- * complete, so a failure leaves no shard behind. */
-int sn_data_shard(const sn_data_shard_opts *o, sn_data_shard_result *r) SN_MUST_CHECK;
-void sn_data_shard_result_free(sn_data_shard_result *r);
 
 #endif

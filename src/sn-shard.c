@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "data.h"
+#include "shard.h"
 #include "error.h"
 
 static void usage(void)
@@ -118,7 +118,7 @@ static void catch_signals(void)
 	sigaction(SIGHUP, &sa, NULL);
 }
 
-static int print_json(const sn_data_shard_result *r)
+static int print_json(const sn_shard_result *r)
 {
 	json_t *files = json_array();
 	for (int i = 0; files && i < r->nfiles; i++)
@@ -138,13 +138,13 @@ static int print_json(const sn_data_shard_result *r)
 }
 
 /* Options into o; usage errors exit 2 here.  labels has room for argc. */
-static void parse_args(int argc, char **argv, sn_data_shard_opts *o, const char **labels, int *json)
+static void parse_args(int argc, char **argv, sn_shard_opts *o, const char **labels, int *json)
 {
 	int c, modes = 0, have_k = 0, stratify = 0;
 	o->labels = labels;
 	while ((c = getopt_long(argc, argv, "k:o:l:zs:hV", long_opts, NULL)) != -1) {
 		switch (c) {
-		case 'k': o->k = (int)sn_cli_int("-k", optarg, 1, SN_DATA_MAX_SHARDS); have_k = 1; break;
+		case 'k': o->k = (int)sn_cli_int("-k", optarg, 1, SN_SHARD_MAX); have_k = 1; break;
 		case 'o': o->outdir = optarg; break;
 		case 'l': labels[o->nlabels++] = optarg; break;
 		case OPT_PREFIX: o->prefix = optarg; break;
@@ -196,13 +196,13 @@ static void parse_args(int argc, char **argv, sn_data_shard_opts *o, const char 
 
 int main(int argc, char **argv)
 {
-	sn_data_shard_opts o;
-	sn_data_shard_result r;
+	sn_shard_opts o;
+	sn_shard_result r;
 	int json = 0;
 	/* static: exit() from option parsing must not leave it unreachable */
 	static const char **labels;
 	sn_cli_init("sn-shard");
-	sn_data_shard_opts_init(&o);
+	sn_shard_opts_init(&o);
 	if (!(labels = calloc((size_t)argc, sizeof *labels))) {
 		sn_cli_warn("out of memory");
 		return SN_EXIT_RUNTIME;
@@ -213,7 +213,7 @@ int main(int argc, char **argv)
 	o.cancel = &interrupted;
 	catch_signals();
 
-	int err = sn_data_shard(&o, &r);
+	int err = sn_shard_write(&o, &r);
 	if (err) {
 		sn_cli_error(r.errfile, err);
 	} else {
@@ -225,7 +225,7 @@ int main(int argc, char **argv)
 			err = SN_EIO;
 		}
 	}
-	sn_data_shard_result_free(&r);
+	sn_shard_result_free(&r);
 	free(labels);
 	return sn_exit_code(err);
 }

@@ -1,5 +1,6 @@
-/* Unit tests for lib/data.c: sn.data.v1 validation, normalised batches
- * against a naive reference, and the shard writer on small real files. */
+/* Unit tests for lib/data.c, lib/shard.c and lib/readers/: sn.data.v1
+ * validation, normalised batches against a naive reference, and the shard
+ * writer on small real files. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,6 +15,7 @@
 #include <cmocka.h>
 
 #include "data.h"
+#include "shard.h"
 #include "error.h"
 #include "st.h"
 
@@ -236,7 +238,7 @@ static void write_idx(const char *dir, int n, int classes)
 	fclose(lb);
 }
 
-static void shard_opts(sn_data_shard_opts *o, const fixture *f, const char **in, const char **lb,
+static void shard_opts(sn_shard_opts *o, const fixture *f, const char **in, const char **lb,
 		       char *out)
 {
 	static char im[160], lab[160];
@@ -245,7 +247,7 @@ static void shard_opts(sn_data_shard_opts *o, const fixture *f, const char **in,
 	snprintf(out, 160, "%s/out", f->dir);
 	in[0] = im;
 	lb[0] = lab;
-	sn_data_shard_opts_init(o);
+	sn_shard_opts_init(o);
 	o->inputs = in;
 	o->ninputs = 1;
 	o->labels = lb;
@@ -259,12 +261,12 @@ static void shard_stratifies_and_every_record_lands_once(void **state)
 	write_idx(f->dir, 100, 4);
 	const char *in[1], *lb[1];
 	char out[160];
-	sn_data_shard_opts o;
-	sn_data_shard_result r;
+	sn_shard_opts o;
+	sn_shard_result r;
 	shard_opts(&o, f, in, lb, out);
 	o.k = 3;
 	o.split = SN_SPLIT_STRATIFY;
-	assert_int_equal(sn_data_shard(&o, &r), 0);
+	assert_int_equal(sn_shard_write(&o, &r), 0);
 	assert_int_equal(r.records, 100);
 	assert_int_equal(r.classes, 4);
 	assert_int_equal(r.nfiles, 3);
@@ -287,7 +289,7 @@ static void shard_stratifies_and_every_record_lands_once(void **state)
 	for (int c = 0; c < 4; c++)
 		for (int k = 1; k < 3; k++)
 			assert_true(abs(count[k][c] - count[0][c]) <= 1);
-	sn_data_shard_result_free(&r);
+	sn_shard_result_free(&r);
 }
 
 static int entries(const char *dir)
@@ -308,25 +310,25 @@ static void shard_failure_leaves_nothing(void **state)
 	write_idx(f->dir, 5, 2);
 	const char *in[1], *lb[1];
 	char out[160];
-	sn_data_shard_opts o;
-	sn_data_shard_result r;
+	sn_shard_opts o;
+	sn_shard_result r;
 	shard_opts(&o, f, in, lb, out);
 	o.k = 6;
-	assert_int_equal(sn_data_shard(&o, &r), SN_EMISMATCH);
+	assert_int_equal(sn_shard_write(&o, &r), SN_EMISMATCH);
 	assert_string_equal(r.errfile, in[0]);
 	assert_int_equal(entries(out), 0);
 	o.k = 2;
 	o.val = 0.5;
 	o.classes = 1;
-	assert_int_equal(sn_data_shard(&o, &r), SN_EFORMAT);
+	assert_int_equal(sn_shard_write(&o, &r), SN_EFORMAT);
 	assert_string_equal(r.errfile, lb[0]);
 	assert_int_equal(entries(out), 0);
 	o.classes = 0;
 	o.nlabels = 0;
-	assert_int_equal(sn_data_shard(&o, &r), SN_EINVAL);
+	assert_int_equal(sn_shard_write(&o, &r), SN_EINVAL);
 	o.nlabels = 1;
 	o.k = 0;
-	assert_int_equal(sn_data_shard(&o, &r), SN_EINVAL);
+	assert_int_equal(sn_shard_write(&o, &r), SN_EINVAL);
 }
 
 static void shard_reads_quoted_crlf_csv_with_string_labels(void **state)
@@ -340,14 +342,14 @@ static void shard_reads_quoted_crlf_csv_with_string_labels(void **state)
 	fputs("x1,\"x 2\",kind\r\n1.5,\"2\",\"b, c\"\r\n\r\n3,4,a\r\n5,6,\"b, c\"", fp);
 	fclose(fp);
 	const char *in[1] = { csv };
-	sn_data_shard_opts o;
-	sn_data_shard_result r;
-	sn_data_shard_opts_init(&o);
+	sn_shard_opts o;
+	sn_shard_result r;
+	sn_shard_opts_init(&o);
 	o.inputs = in;
 	o.ninputs = 1;
 	o.outdir = out;
 	o.split = SN_SPLIT_CONTIGUOUS;
-	assert_int_equal(sn_data_shard(&o, &r), 0);
+	assert_int_equal(sn_shard_write(&o, &r), 0);
 	assert_int_equal(r.records, 3);
 	assert_int_equal(r.classes, 2);
 	sn_data d;
@@ -363,7 +365,7 @@ static void shard_reads_quoted_crlf_csv_with_string_labels(void **state)
 	assert_int_equal(y[2], 1);
 	assert_float_equal(d.mean[0], (1.5 + 3 + 5) / 3, 1e-6);
 	sn_data_close(&d);
-	sn_data_shard_result_free(&r);
+	sn_shard_result_free(&r);
 }
 
 int main(void)
