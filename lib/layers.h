@@ -40,6 +40,7 @@ int64_t sn_shape_size(const sn_shape *s);
 enum sn_init { SN_INIT_FAN, SN_INIT_ZERO, SN_INIT_ONE };
 
 #define SN_MAX_LAYER_PARAMS 4
+#define SN_MAX_INPUTS 16     /* of one layer: an inception block joins 4 */
 
 /* One named tensor of a layer: "<layer>.<suffix>", e.g. conv1.weight. */
 typedef struct {
@@ -78,9 +79,18 @@ typedef struct {
 	void (*forward)(sn_layer *l, const float *in, float *out, int B, sn_pass *p);
 
 	/* Given dout = dL/dout, accumulate dL/dw into l->dw[] (+=) and write
-	 * dL/din into din (overwrite), unless din is NULL (first layer). */
+	 * dL/din into din (overwrite), unless din is NULL (the net's input). */
 	void (*backward)(sn_layer *l, const float *in, const float *out,
 			 const float *dout, float *din, int B, sn_pass *p);
+
+	/* Kinds that join several inputs (add, concat) set these instead of
+	 * forward and backward: in[k] is input k, [B, l->ins[k]].  Backward
+	 * adds (+=) dL/din[k] into din[k], so an input listed twice gets both
+	 * shares; din[k] is NULL for the net's input. */
+	void (*forward_join)(sn_layer *l, const float *const *in, float *out, int B,
+			     sn_pass *p);
+	void (*backward_join)(sn_layer *l, const float *const *in, const float *out,
+			      const float *dout, float *const *din, int B, sn_pass *p);
 } sn_layer_kind;
 
 struct sn_layer {
@@ -91,7 +101,12 @@ struct sn_layer {
 	double opt[SN_OPT_COUNT];      /* option values ... */
 	unsigned opt_set;              /* ... and which were given in YAML */
 
-	sn_shape in, out;
+	/* What the layer reads: activation 0 is the net's input, j+1 is layer
+	 * j's output.  Without inputs: in YAML, one input, the previous layer. */
+	int ninputs;
+	int input[SN_MAX_INPUTS];
+	sn_shape ins[SN_MAX_INPUTS];   /* their shapes */
+	sn_shape in, out;              /* in = ins[0] */
 
 	int nparams;
 	sn_param_desc params[SN_MAX_LAYER_PARAMS];

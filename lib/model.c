@@ -1,7 +1,8 @@
 /* model.c: runs a net's layers over a batch.  Every activation and its
  * gradient has its own buffer sized for max_batch, so backward can read
  * any layer's input and output; the layers' temporary space is one shared
- * scratch buffer, sized for the hungriest layer. */
+ * scratch buffer, sized for the hungriest layer.  Layers run in file order,
+ * which is an order of the graph since inputs name earlier layers only. */
 #include "model.h"
 
 #include <math.h>
@@ -55,6 +56,43 @@ static int alloc_activations(sn_model *m)
 	return 0;
 }
 
+/* Which activations sum several gradients, which layers reach the loss,
+ * and the buffer a one-input layer's share goes to before it is added. */
+static int plan_gradients(sn_model *m)
+{
+	const sn_net *net = m->net;
+	const int n = net->nlayers;
+	int *readers = calloc((size_t)n + 1, sizeof *readers);
+	m->summed = calloc((size_t)n + 1, 1);
+	m->live = calloc((size_t)n, 1);
+	if (!readers || !m->summed || !m->live) {
+		free(readers);
+		return sn_fail(SN_ENOMEM, "cannot allocate the gradient plan");
+	}
+	m->live[n - 1] = 1;
+	for (int i = n - 1; i >= 0; i--) {
+		const sn_layer *l = &net->layers[i];
+		if (!m->live[i])
+			continue;
+		for (int k = 0; k < l->ninputs; k++) {
+			const int a = l->input[k];
+			if (a > 0)
+				m->live[a - 1] = 1;
+			if (++readers[a] > 1 || l->kind->forward_join)
+				m->summed[a] = 1;
+		}
+	}
+	int64_t share = 0;
+	for (int i = 0; i < n; i++) {
+		const sn_layer *l = &net->layers[i];
+		if (m->live[i] && !l->kind->forward_join && l->input[0] > 0 &&
+		    m->summed[l->input[0]] && act_size(net, l->input[0]) > share)
+			share = act_size(net, l->input[0]);
+	}
+	free(readers);
+	return share ? alloc_floats(&m->dshare, share * m->max_batch) : 0;
+}
+
 static int alloc_workspaces(sn_model *m)
 {
 	sn_net *net = m->net;
@@ -105,7 +143,8 @@ int sn_model_init(sn_model *m, sn_net *net, int max_batch)
 		err = sn_fail(SN_ENOMEM, "cannot allocate the profile");
 		goto fail;
 	}
-	if ((err = alloc_activations(m)) || (err = alloc_workspaces(m)))
+	if ((err = alloc_activations(m)) || (err = alloc_workspaces(m)) ||
+	    (err = plan_gradients(m)))
 		goto fail;
 	return 0;
 fail:
@@ -125,6 +164,9 @@ void sn_model_free(sn_model *m)
 	free(m->dact);
 	free(m->scratch);
 	free(m->saved);
+	free(m->summed);
+	free(m->live);
+	free(m->dshare);
 	free(m->seconds_forward);
 	free(m->seconds_backward);
 	memset(m, 0, sizeof *m);
@@ -169,7 +211,14 @@ int sn_model_forward(sn_model *m, const float *x, const int32_t *y, int B,
 	for (int i = 0; i < n; i++) {
 		sn_layer *l = &net->layers[i];
 		double t0 = m->profile ? now() : 0;
-		l->kind->forward(l, m->act[i], m->act[i + 1], B, &p);
+		if (l->kind->forward_join) {
+			const float *in[SN_MAX_INPUTS];
+			for (int k = 0; k < l->ninputs; k++)
+				in[k] = m->act[l->input[k]];
+			l->kind->forward_join(l, in, m->act[i + 1], B, &p);
+		} else {
+			l->kind->forward(l, m->act[l->input[0]], m->act[i + 1], B, &p);
+		}
 		if (m->profile)
 			m->seconds_forward[i] += now() - t0;
 	}
@@ -181,6 +230,33 @@ int sn_model_forward(sn_model *m, const float *x, const int32_t *y, int B,
 	return 0;
 }
 
+static void backward_join(sn_model *m, sn_layer *l, int i, int B, sn_pass *p)
+{
+	const float *in[SN_MAX_INPUTS];
+	float *din[SN_MAX_INPUTS];
+	for (int k = 0; k < l->ninputs; k++) {
+		in[k] = m->act[l->input[k]];
+		din[k] = l->input[k] ? m->dact[l->input[k]] : NULL;
+	}
+	l->kind->backward_join(l, in, m->act[i + 1], m->dact[i + 1], din, B, p);
+}
+
+/* A one-input layer overwrites din: where its input sums several shares,
+ * it writes to dshare, added in here in reverse file order, a fixed order. */
+static void backward_one(sn_model *m, sn_layer *l, int i, int B, sn_pass *p)
+{
+	const int a = l->input[0];
+	float *din = a == 0 ? NULL : m->summed[a] ? m->dshare : m->dact[a];
+	l->kind->backward(l, m->act[a], m->act[i + 1], m->dact[i + 1], din, B, p);
+	if (a > 0 && m->summed[a]) {
+		float *restrict to = m->dact[a];
+		const float *restrict from = m->dshare;
+		const int64_t n = act_size(m->net, a) * B;
+		for (int64_t j = 0; j < n; j++)
+			to[j] += from[j];
+	}
+}
+
 void sn_model_backward(sn_model *m, int B)
 {
 	sn_net *net = m->net;
@@ -189,12 +265,19 @@ void sn_model_backward(sn_model *m, int B)
 	if (net->grad && net->nparam)
 		memset(net->grad, 0, net->nparam * sizeof *net->grad);
 	bind_saved(m);
+	for (int a = 1; a <= net->nlayers; a++)
+		if (m->summed[a])
+			memset(m->dact[a], 0, (size_t)(act_size(net, a) * B) * sizeof(float));
 	sn_pass p = {.training = 1, .scratch = m->scratch};
 	for (int i = net->nlayers - 1; i >= 0; i--) {
 		sn_layer *l = &net->layers[i];
+		if (!m->live[i])
+			continue;
 		double t0 = m->profile ? now() : 0;
-		l->kind->backward(l, m->act[i], m->act[i + 1], m->dact[i + 1],
-				  i > 0 ? m->dact[i] : NULL, B, &p);
+		if (l->kind->forward_join)
+			backward_join(m, l, i, B, &p);
+		else
+			backward_one(m, l, i, B, &p);
 		if (m->profile)
 			m->seconds_backward[i] += now() - t0;
 	}

@@ -12,6 +12,12 @@ typedef struct {
 	int max_batch;
 	float **act;         /* act[0]: input [B,in]; act[i+1]: output of layer i */
 	float **dact;        /* dL/dact[i], same sizes (dact[0] unused) */
+	/* An activation read by several layers (or by a join) gets the sum of
+	 * their gradients: summed[i] marks it, and a one-input layer writes
+	 * its share to dshare first.  live[i]: layer i's output reaches the
+	 * loss; backward skips the others, whose gradients are all zero. */
+	unsigned char *summed, *live;
+	float *dshare;
 	float *scratch;      /* shared by all layers (sn_pass.scratch) */
 	float *saved;        /* backs every layer's l->saved */
 	int profile;         /* when set, forward/backward add each layer's

@@ -246,12 +246,21 @@ static int parse_layer_name(parser *p, sn_layer *l, yaml_node_t *v, int *given)
 	if (!valid_name(text(v)) || strlen(text(v)) >= sizeof l->name)
 		return fail_at(p, v, "layer name \"%s\" must be 1 to %zu of A-Z a-z 0-9 _",
 			       text(v), sizeof l->name - 1);
+	if (strcmp(text(v), "input") == 0)
+		return fail_at(p, v, "layer name \"input\" is taken by the net's input");
 	strcpy(l->name, text(v));
 	*given = 1;
 	return 0;
 }
 
-static int parse_layer_mapping(parser *p, yaml_node_t *n, sn_layer *l, int *given)
+/* What a layer says beyond its kind and options, kept until the names are
+ * known. */
+typedef struct {
+	int given;              /* had a name: */
+	yaml_node_t *inputs;    /* its inputs: list, or NULL */
+} layer_keys;
+
+static int parse_layer_mapping(parser *p, yaml_node_t *n, sn_layer *l, layer_keys *keys)
 {
 	yaml_node_pair_t *start = n->data.mapping.pairs.start, *top = n->data.mapping.pairs.top;
 	for (yaml_node_pair_t *pr = start; pr < top; pr++) {
@@ -274,8 +283,11 @@ static int parse_layer_mapping(parser *p, yaml_node_t *n, sn_layer *l, int *give
 		if (strcmp(text(k), "type") == 0)
 			continue;
 		if (strcmp(text(k), "name") == 0)
-			err = *given ? fail_at(p, k, "duplicate key \"name\"")
-				     : parse_layer_name(p, l, v, given);
+			err = keys->given ? fail_at(p, k, "duplicate key \"name\"")
+					  : parse_layer_name(p, l, v, &keys->given);
+		else if (strcmp(text(k), "inputs") == 0)
+			err = keys->inputs ? fail_at(p, k, "duplicate key \"inputs\"")
+					   : (keys->inputs = v, 0);
 		else
 			err = parse_option(p, l, k, v);
 		if (err)
@@ -284,14 +296,14 @@ static int parse_layer_mapping(parser *p, yaml_node_t *n, sn_layer *l, int *give
 	return 0;
 }
 
-static int parse_layer(parser *p, yaml_node_t *n, sn_layer *l, int *given)
+static int parse_layer(parser *p, yaml_node_t *n, sn_layer *l, layer_keys *keys)
 {
 	l->line = (int)n->start_mark.line + 1;
 	l->column = (int)n->start_mark.column + 1;
 	if (n->type == YAML_SCALAR_NODE)
 		return find_kind(p, n, &l->kind);
 	if (n->type == YAML_MAPPING_NODE)
-		return parse_layer_mapping(p, n, l, given);
+		return parse_layer_mapping(p, n, l, keys);
 	return fail_at(p, n, "expected a layer kind or a mapping with type:, got a sequence");
 }
 
@@ -308,32 +320,30 @@ static int by_name_then_index(const void *a, const void *b)
 }
 
 /* Sorting keeps this O(n log n): nets of many layers must not stall here.
- * The error names the first layer, in file order, whose name was taken. */
-static int check_unique_names(parser *p, const int *given)
+ * The error names the first layer, in file order, whose name was taken.
+ * sorted[] (nlayers entries) stays sorted by name for resolve_inputs. */
+static int check_unique_names(parser *p, const layer_keys *keys, name_entry *sorted)
 {
 	sn_net *net = p->net;
-	name_entry *e = malloc((size_t)net->nlayers * sizeof *e);
-	if (!e)
-		return sn_fail(SN_ENOMEM, "out of memory for %d layers", net->nlayers);
 	for (int i = 0; i < net->nlayers; i++)
-		e[i] = (name_entry){net->layers[i].name, i};
-	qsort(e, (size_t)net->nlayers, sizeof *e, by_name_then_index);
+		sorted[i] = (name_entry){net->layers[i].name, i};
+	qsort(sorted, (size_t)net->nlayers, sizeof *sorted, by_name_then_index);
 	int dup = -1;
 	for (int i = 1; i < net->nlayers; i++)
-		if (strcmp(e[i].name, e[i - 1].name) == 0 && (dup < 0 || e[i].index < dup))
-			dup = e[i].index;
-	free(e);
+		if (strcmp(sorted[i].name, sorted[i - 1].name) == 0 &&
+		    (dup < 0 || sorted[i].index < dup))
+			dup = sorted[i].index;
 	if (dup < 0)
 		return 0;
 	return fail_at_layer(p, &net->layers[dup], SN_ENET,
-			     given[dup] ? "duplicate layer name \"%s\"" :
+			     keys[dup].given ? "duplicate layer name \"%s\"" :
 			     "default name \"%s\" is already taken; give this layer a name:",
 			     net->layers[dup].name);
 }
 
 /* conv1, conv2, fc1 ...: a 1-based counter per prefix, in layer order.
  * There are only as many prefixes as kinds, so the lookup stays short. */
-static int name_layers(parser *p, const int *given)
+static int name_layers(parser *p, const layer_keys *keys, name_entry *sorted)
 {
 	sn_net *net = p->net;
 	const char **prefixes = calloc((size_t)net->nlayers, sizeof *prefixes);
@@ -345,7 +355,7 @@ static int name_layers(parser *p, const int *given)
 	}
 	for (int i = 0; i < net->nlayers; i++) {
 		sn_layer *l = &net->layers[i];
-		if (given[i])
+		if (keys[i].given)
 			continue;
 		const char *prefix = l->kind->name_prefix ? l->kind->name_prefix : l->kind->name;
 		int j = 0;
@@ -357,7 +367,106 @@ static int name_layers(parser *p, const int *given)
 	}
 	free(prefixes);
 	free(counts);
-	return check_unique_names(p, given);
+	return check_unique_names(p, keys, sorted);
+}
+
+static int by_name(const void *key, const void *entry)
+{
+	return strcmp(key, ((const name_entry *)entry)->name);
+}
+
+/* One name of an inputs: list as an activation index (0 the net's input,
+ * j+1 layer j).  Only earlier layers may be named, so a net can never hold
+ * a cycle: that needs no check of its own. */
+static int resolve_input(parser *p, int i, yaml_node_t *n, const name_entry *sorted, int *act)
+{
+	int err = expect_scalar(p, n, "a layer name");
+	if (err)
+		return err;
+	if (strcmp(text(n), "input") == 0) {
+		*act = 0;
+		return 0;
+	}
+	const name_entry *e = bsearch(text(n), sorted, (size_t)p->net->nlayers, sizeof *sorted,
+				      by_name);
+	if (!e)
+		return fail_at(p, n, "inputs: no layer is named \"%s\"", text(n));
+	if (e->index == i)
+		return fail_at(p, n, "inputs: \"%s\" is this layer itself; inputs name earlier "
+			       "layers only, so a net has no cycles", text(n));
+	if (e->index > i)
+		return fail_at(p, n, "inputs: \"%s\" is a later layer (line %d); inputs name "
+			       "earlier layers only, so a net has no cycles", text(n),
+			       p->net->layers[e->index].line);
+	*act = e->index + 1;
+	return 0;
+}
+
+/* `inputs: [a, b]` or `inputs: a`; without it, the previous layer. */
+static int resolve_inputs(parser *p, int i, yaml_node_t *n, const name_entry *sorted)
+{
+	sn_layer *l = &p->net->layers[i];
+	if (!n) {
+		l->ninputs = 1;
+		l->input[0] = i;
+		return 0;
+	}
+	yaml_node_item_t one = 0, *items = &one;
+	int len = 1;
+	if (n->type == YAML_SEQUENCE_NODE) {
+		items = n->data.sequence.items.start;
+		len = (int)(n->data.sequence.items.top - items);
+	} else if (n->type != YAML_SCALAR_NODE) {
+		return fail_at(p, n, "inputs: expected a list of layer names, got %s",
+			       node_kind(n));
+	}
+	if (len < 1 || len > SN_MAX_INPUTS)
+		return fail_at(p, n, "inputs: expected 1 to %d layer names, got %d",
+			       SN_MAX_INPUTS, len);
+	if (!l->kind->forward_join && len != 1)
+		return fail_at(p, n, "inputs: %s takes one input, not %d; join them with add "
+			       "or concat", l->kind->name, len);
+	for (int k = 0; k < len; k++) {
+		yaml_node_t *item = n->type == YAML_SEQUENCE_NODE ? node(p, items[k]) : n;
+		int err = resolve_input(p, i, item, sorted, &l->input[k]);
+		if (err)
+			return err;
+	}
+	l->ninputs = len;
+	return 0;
+}
+
+/* A layer whose output no layer reads is legal (say, a branch being tried
+ * out) but most likely a slip, so the net carries a warning for sn-init. */
+static int warn_unused_outputs(parser *p)
+{
+	sn_net *net = p->net;
+	char *used = calloc((size_t)net->nlayers + 1, 1);
+	if (!used)
+		return sn_fail(SN_ENOMEM, "out of memory for %d layers", net->nlayers);
+	for (int i = 0; i < net->nlayers; i++)
+		for (int k = 0; k < net->layers[i].ninputs; k++)
+			used[net->layers[i].input[k]] = 1;
+	int err = 0;
+	for (int i = 0; i < net->nlayers - 1 && !err; i++) {
+		if (used[i + 1])
+			continue;
+		const sn_layer *l = &net->layers[i];
+		char *more = NULL;
+		if (asprintf(&more, "%s%s:%d:%d: the output of layer %s is not used by any layer",
+			     net->warnings ? net->warnings : "", p->source, l->line, l->column,
+			     l->name) < 0 ||
+		    !(more = realloc(more, strlen(more) + 2))) {
+			free(more);
+			err = sn_fail(SN_ENOMEM, "out of memory");
+			break;
+		}
+		strcat(more, "\n");
+		free(net->warnings);
+		net->warnings = more;
+	}
+	free(used);
+	return err;
 }
 
 static int check_loss_placement(parser *p)
@@ -385,39 +494,64 @@ static int parse_layers(parser *p, yaml_node_t *n)
 	if (len > MAX_LAYERS)
 		return fail_at(p, n, "layers: more than %d layers", MAX_LAYERS);
 	sn_net *net = p->net;
-	int *given = calloc((size_t)len, sizeof *given);
+	layer_keys *keys = calloc((size_t)len, sizeof *keys);
+	name_entry *sorted = calloc((size_t)len, sizeof *sorted);
 	net->layers = calloc((size_t)len, sizeof *net->layers);
-	if (!given || !net->layers) {
-		free(given);
+	if (!keys || !sorted || !net->layers) {
+		free(keys);
+		free(sorted);
 		return sn_fail(SN_ENOMEM, "out of memory for %d layers", len);
 	}
 	net->nlayers = len;
 	int err = 0;
 	for (int i = 0; i < len && !err; i++)
 		err = parse_layer(p, node(p, n->data.sequence.items.start[i]), &net->layers[i],
-				  &given[i]);
+				  &keys[i]);
 	if (!err)
 		err = check_loss_placement(p);
 	if (!err)
-		err = name_layers(p, given);
-	free(given);
+		err = name_layers(p, keys, sorted);
+	for (int i = 0; i < len && !err; i++)
+		err = resolve_inputs(p, i, keys[i].inputs, sorted);
+	if (!err)
+		err = warn_unused_outputs(p);
+	free(keys);
+	free(sorted);
 	return err;
 }
 
 /* ---- shapes and buffers ------------------------------------------------ */
+
+static const char *act_name(const sn_net *net, int act)
+{
+	return act ? net->layers[act - 1].name : "input";
+}
+
+/* A join's complaint about "input 2" reads better with the names listed. */
+static int setup_failed(parser *p, const sn_layer *l, int err)
+{
+	char detail[400], names[300] = "";
+	size_t used = 0;
+	snprintf(detail, sizeof detail, "%s", sn_errdetail());
+	for (int k = 0; l->ninputs > 1 && k < l->ninputs && used < sizeof names; k++) {
+		int w = snprintf(names + used, sizeof names - used, "%s%s", k ? ", " : " (inputs: ",
+				 act_name(p->net, l->input[k]));
+		used += w > 0 ? (size_t)w : 0;
+	}
+	return fail_at_layer(p, l, err, "%s%s%s", detail, names, *names ? ")" : "");
+}
 
 static int setup_layers(parser *p)
 {
 	sn_net *net = p->net;
 	for (int i = 0; i < net->nlayers; i++) {
 		sn_layer *l = &net->layers[i];
-		l->in = i ? net->layers[i - 1].out : net->input;
+		for (int k = 0; k < l->ninputs; k++)
+			l->ins[k] = l->input[k] ? net->layers[l->input[k] - 1].out : net->input;
+		l->in = l->ins[0];
 		int err = l->kind->setup(l);
-		if (err) {
-			char detail[400];
-			snprintf(detail, sizeof detail, "%s", sn_errdetail());
-			return fail_at_layer(p, l, err, "%s", detail);
-		}
+		if (err)
+			return setup_failed(p, l, err);
 		int64_t size = sn_shape_size(&l->out);
 		if ((l->out.ndim != 1 && l->out.ndim != 3) || size < 1 || size > MAX_INPUT_SIZE)
 			return fail_at_layer(p, l, SN_ENET, "%s gives an output of %lld values",
@@ -727,6 +861,7 @@ void sn_net_free(sn_net *net)
 		return;
 	free(net->name);
 	free(net->yaml);
+	free(net->warnings);
 	free(net->layers);
 	free(net->views);
 	free(net->param);

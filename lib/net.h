@@ -11,6 +11,11 @@
  *     - relu                      # a bare kind takes no options
  *     - {type: dense, units: 10}  # dense flattens [C,H,W] input itself
  *     - softmax_cross_entropy
+ *
+ * A layer reads the previous layer's output unless it lists `inputs:`,
+ * earlier layers by name or `input`; add and concat join several:
+ *     - {type: conv, name: a, filters: 1, kernel: 3, pad: 1}
+ *     - {type: add, inputs: [a, input]}
  *   solver: {type: momentum, lr: 0.01, batch: 64}
  *
  * Unknown keys, kinds and options are errors with file:line:column. */
@@ -41,6 +46,7 @@ typedef struct {
 typedef struct {
 	char *name;             /* "lenet" (or the file's base name) */
 	char *yaml;             /* the YAML text, stored in weight files */
+	char *warnings;         /* NULL, or lines "SOURCE:LINE:COL: what\n" for sn-init */
 	sn_shape input;
 	int classes;            /* outputs of the loss layer */
 

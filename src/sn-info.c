@@ -186,6 +186,17 @@ static int parse_net(const sn_st *st, sn_net *net)
 	return sn_net_parse(yaml, strlen(yaml), "net", net);
 }
 
+/* A chain's layer reads the one before it; a graph's may read others. */
+static int takes_previous(const sn_layer *l, int i)
+{
+	return l->ninputs == 1 && l->input[0] == i;
+}
+
+static const char *input_name(const sn_net *net, int act)
+{
+	return act ? net->layers[act - 1].name : "input";
+}
+
 static void text_net(const sn_net *net)
 {
 	char shape[64], a[32], b[32], c[32];
@@ -195,10 +206,14 @@ static void text_net(const sn_net *net)
 	       "FLOPs forward");
 	for (int i = 0; i < net->nlayers; i++) {
 		const sn_layer *l = &net->layers[i];
-		printf("  %-22s %-22s %-14s %12s %16s\n", l->name, l->kind->name,
+		printf("  %-22s %-22s %-14s %12s %16s", l->name, l->kind->name,
 		       sn_shape_format(l->out.ndim, l->out.d, shape, sizeof shape),
 		       grouped(layer_params(l, 1), a, sizeof a),
 		       grouped(l->flops_forward, b, sizeof b));
+		if (!takes_previous(l, i))
+			for (int k = 0; k < l->ninputs; k++)
+				printf("%s%s", k ? ", " : "  <- ", input_name(net, l->input[k]));
+		printf("\n");
 	}
 	printf("  parameters: %s", grouped((int64_t)net->nparam, a, sizeof a));
 	if (net->nbuffer)
@@ -212,13 +227,19 @@ static json_t *json_net(const sn_net *net)
 	json_t *layers = json_array();
 	for (int i = 0; i < net->nlayers; i++) {
 		const sn_layer *l = &net->layers[i];
-		json_array_append_new(
-			layers, json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:I}", "name", l->name,
-					  "kind", l->kind->name, "output", jshape(l->out.ndim, l->out.d),
-					  "parameters", (json_int_t)layer_params(l, 1), "buffers",
-					  (json_int_t)layer_params(l, 0), "flops_forward",
-					  (json_int_t)l->flops_forward, "flops_backward",
-					  (json_int_t)l->flops_backward));
+		json_t *j = json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:I}", "name", l->name,
+				      "kind", l->kind->name, "output", jshape(l->out.ndim, l->out.d),
+				      "parameters", (json_int_t)layer_params(l, 1), "buffers",
+				      (json_int_t)layer_params(l, 0), "flops_forward",
+				      (json_int_t)l->flops_forward, "flops_backward",
+				      (json_int_t)l->flops_backward);
+		if (j && !takes_previous(l, i)) {
+			json_t *inputs = json_array();
+			for (int k = 0; k < l->ninputs; k++)
+				json_array_append_new(inputs, json_string(input_name(net, l->input[k])));
+			json_object_set_new(j, "inputs", inputs);
+		}
+		json_array_append_new(layers, j);
 	}
 	return json_pack("{s:s, s:o, s:o, s:I, s:I, s:I, s:I}", "name", net->name, "input",
 			 jshape(net->input.ndim, net->input.d), "layers", layers, "parameters",

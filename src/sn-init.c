@@ -129,6 +129,9 @@ int main(int argc, char **argv)
 			sn_cli_error(strcmp(o.net, "-") ? o.net : "<stdin>", err);
 		return SN_EXIT_RUNTIME;
 	}
+	/* each line already starts with FILE:LINE:COL */
+	for (const char *w = net.warnings, *end; w && (end = strchr(w, '\n')); w = end + 1)
+		sn_cli_warn("warning: %.*s", (int)(end - w), w);
 	if ((err = sn_net_init_weights(&net, o.method, o.std, o.seed))) {
 		sn_cli_error(o.net, err);
 		sn_net_free(&net);

@@ -9,13 +9,13 @@
 extern const sn_layer_kind sn_kind_conv, sn_kind_maxpool, sn_kind_avgpool,
 	sn_kind_global_avgpool, sn_kind_dense, sn_kind_relu, sn_kind_leaky_relu,
 	sn_kind_tanh, sn_kind_sigmoid, sn_kind_dropout, sn_kind_batchnorm,
-	sn_kind_flatten, sn_kind_softmax_cross_entropy;
+	sn_kind_flatten, sn_kind_add, sn_kind_concat, sn_kind_softmax_cross_entropy;
 
 const sn_layer_kind *const sn_layer_kinds[] = {
 	&sn_kind_conv, &sn_kind_maxpool, &sn_kind_avgpool, &sn_kind_global_avgpool,
 	&sn_kind_dense, &sn_kind_relu, &sn_kind_leaky_relu, &sn_kind_tanh,
 	&sn_kind_sigmoid, &sn_kind_dropout, &sn_kind_batchnorm, &sn_kind_flatten,
-	&sn_kind_softmax_cross_entropy, NULL,
+	&sn_kind_add, &sn_kind_concat, &sn_kind_softmax_cross_entropy, NULL,
 };
 
 const char *const sn_opt_names[SN_OPT_COUNT] = {

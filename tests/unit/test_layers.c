@@ -668,7 +668,7 @@ static void every_kind_is_listed_once(void **state)
 	(void)state;
 	const char *want[] = {"conv", "maxpool", "avgpool", "global_avgpool", "dense", "relu",
 			      "leaky_relu", "tanh", "sigmoid", "dropout", "batchnorm",
-			      "flatten", "softmax_cross_entropy"};
+			      "flatten", "add", "concat", "softmax_cross_entropy"};
 	int n = 0;
 	while (sn_layer_kinds[n])
 		n++;
@@ -906,6 +906,187 @@ static void other_kinds_refuse_bad_options(void **state)
 	expect_setup_error(layer("global_avgpool", vec(3)), "needs [C,H,W] input");
 }
 
+/* ---- joins (add, concat) --------------------------------------------- */
+
+/* A join layer over inputs of the given shapes, set up, with its inputs
+ * filled; src[k] says which buffer input k reads, so one buffer can be
+ * listed twice, as `inputs: [a, a]` does. */
+typedef struct {
+	sn_layer l;
+	int B, nbuf;
+	float *buf[SN_MAX_INPUTS], *dbuf[SN_MAX_INPUTS];
+	int64_t nbuf_floats[SN_MAX_INPUTS];
+	int src[SN_MAX_INPUTS];
+	float *out, *R;
+	int64_t nout;
+} join_fixture;
+
+static void join_prepare(join_fixture *j, const char *kind, int n, const sn_shape *shapes,
+			 const int *src, int B)
+{
+	sn_rng r;
+	sn_rng_seed(&r, 11);
+	memset(j, 0, sizeof *j);
+	j->l = layer(kind, shapes[0]);
+	j->l.ninputs = n;
+	j->B = B;
+	for (int k = 0; k < n; k++) {
+		j->l.ins[k] = shapes[k];
+		j->src[k] = src[k];
+		if (src[k] >= j->nbuf) {
+			j->nbuf = src[k] + 1;
+			j->nbuf_floats[src[k]] = sn_shape_size(&shapes[k]) * B;
+			j->buf[src[k]] = floats(j->nbuf_floats[src[k]]);
+			j->dbuf[src[k]] = floats(j->nbuf_floats[src[k]]);
+			fill(j->buf[src[k]], j->nbuf_floats[src[k]], &r, -1.0f, 1.0f);
+		}
+	}
+	assert_int_equal(j->l.kind->setup(&j->l), 0);
+	j->nout = sn_shape_size(&j->l.out) * B;
+	j->out = floats(j->nout);
+	j->R = floats(j->nout);
+	fill(j->R, j->nout, &r, -1.0f, 1.0f);
+}
+
+static void join_release(join_fixture *j)
+{
+	for (int b = 0; b < j->nbuf; b++) {
+		free(j->buf[b]);
+		free(j->dbuf[b]);
+	}
+	free(j->out);
+	free(j->R);
+}
+
+static double join_evaluate(join_fixture *j)
+{
+	const float *in[SN_MAX_INPUTS];
+	for (int k = 0; k < j->l.ninputs; k++)
+		in[k] = j->buf[j->src[k]];
+	sn_pass p = {.training = 1};
+	j->l.kind->forward_join(&j->l, in, j->out, j->B, &p);
+	double sum = 0;
+	for (int64_t i = 0; i < j->nout; i++)
+		sum += (double)j->out[i] * j->R[i];
+	return sum;
+}
+
+/* Backward adds into din (zeroed here, as the model does) and must match
+ * central differences of sum(out * R) for every input value. */
+static void join_gradcheck(join_fixture *j)
+{
+	const float *in[SN_MAX_INPUTS];
+	float *din[SN_MAX_INPUTS];
+	for (int k = 0; k < j->l.ninputs; k++) {
+		in[k] = j->buf[j->src[k]];
+		din[k] = j->dbuf[j->src[k]];
+	}
+	for (int b = 0; b < j->nbuf; b++)
+		memset(j->dbuf[b], 0, (size_t)j->nbuf_floats[b] * sizeof(float));
+	(void)join_evaluate(j);
+	sn_pass p = {.training = 1};
+	j->l.kind->backward_join(&j->l, in, j->out, j->R, din, j->B, &p);
+	const float h = 1e-2f;
+	int bad = 0;
+	for (int b = 0; b < j->nbuf; b++)
+		for (int64_t i = 0; i < j->nbuf_floats[b]; i++) {
+			const float keep = j->buf[b][i];
+			j->buf[b][i] = keep + h;
+			double up = join_evaluate(j);
+			j->buf[b][i] = keep - h;
+			double down = join_evaluate(j);
+			j->buf[b][i] = keep;
+			double num = (up - down) / (2.0 * (double)h);
+			if (!agree(num, j->dbuf[b][i]) && bad++ < 5)
+				print_error("%s input buffer %d[%lld]: numeric %.6g, backward %.6g\n",
+					    j->l.kind->name, b, (long long)i, num, j->dbuf[b][i]);
+		}
+	assert_int_equal(bad, 0);
+}
+
+static void add_gradients_match_finite_differences(void **state)
+{
+	(void)state;
+	join_fixture j;
+	const sn_shape three[] = {chw(2, 3, 4), chw(2, 3, 4), chw(2, 3, 4)};
+	join_prepare(&j, "add", 3, three, (const int[]){0, 1, 2}, 2);
+	join_gradcheck(&j);
+	assert_true(sn_shape_size(&j.l.out) == 24 && j.l.out.ndim == 3);
+	join_release(&j);
+
+	join_prepare(&j, "add", 3, three, (const int[]){0, 1, 0}, 3);   /* a + b + a */
+	join_gradcheck(&j);
+	for (int64_t i = 0; i < j.nbuf_floats[0]; i++)
+		assert_float_equal(j.dbuf[0][i], 2.0f * j.R[i], 1e-6);
+	join_release(&j);
+
+	const sn_shape flat[] = {vec(5), vec(5)};
+	join_prepare(&j, "add", 2, flat, (const int[]){0, 1}, 2);
+	join_gradcheck(&j);
+	join_release(&j);
+}
+
+static void concat_gradients_match_finite_differences(void **state)
+{
+	(void)state;
+	join_fixture j;
+	const sn_shape parts[] = {chw(1, 3, 2), chw(3, 3, 2), chw(2, 3, 2)};
+	join_prepare(&j, "concat", 3, parts, (const int[]){0, 1, 2}, 2);
+	assert_int_equal(j.l.out.d[0], 6);
+	assert_int_equal(j.l.out.d[1], 3);
+	join_gradcheck(&j);
+	join_release(&j);
+
+	const sn_shape twice[] = {chw(2, 2, 2), chw(1, 2, 2), chw(2, 2, 2)};
+	join_prepare(&j, "concat", 3, twice, (const int[]){0, 1, 0}, 2);   /* [a, b, a] */
+	join_gradcheck(&j);
+	join_release(&j);
+
+	const sn_shape flat[] = {vec(3), vec(4)};
+	join_prepare(&j, "concat", 2, flat, (const int[]){0, 1}, 3);
+	assert_int_equal(j.l.out.d[0], 7);
+	join_gradcheck(&j);
+	join_release(&j);
+}
+
+/* concat lays the inputs out channel after channel within each example,
+ * as torch.cat(dim=1) does. */
+static void concat_joins_channels_per_example(void **state)
+{
+	(void)state;
+	join_fixture j;
+	const sn_shape parts[] = {chw(1, 1, 2), chw(2, 1, 2)};
+	join_prepare(&j, "concat", 2, parts, (const int[]){0, 1}, 2);
+	for (int i = 0; i < 4; i++)
+		j.buf[0][i] = (float)(10 + i);
+	for (int i = 0; i < 8; i++)
+		j.buf[1][i] = (float)(20 + i);
+	(void)join_evaluate(&j);
+	const float want[] = {10, 11, 20, 21, 22, 23, 12, 13, 24, 25, 26, 27};
+	for (int i = 0; i < 12; i++)
+		assert_float_equal(j.out[i], want[i], 0);
+	join_release(&j);
+}
+
+static void joins_refuse_inputs_that_do_not_fit(void **state)
+{
+	(void)state;
+	sn_layer l = layer("add", chw(2, 3, 3));
+	l.ninputs = 1;
+	l.ins[0] = l.in;
+	expect_setup_error(l, "add needs at least two inputs");
+	l.ninputs = 2;
+	l.ins[1] = chw(3, 3, 3);
+	expect_setup_error(l, "add: input 2 is [3,3,3] but input 1 is [2,3,3]");
+	l = layer("concat", chw(2, 3, 3));
+	l.ninputs = 2;
+	l.ins[0] = l.in;
+	l.ins[1] = chw(2, 4, 3);
+	expect_setup_error(l, "concat: input 2 is [2,4,3] but input 1 is [2,3,3]");
+	l.ins[1] = vec(18);
+	expect_setup_error(l, "concat needs one height and width");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -933,6 +1114,10 @@ int main(void)
 		cmocka_unit_test(relu_passes_nan_on),
 		cmocka_unit_test(conv_refuses_bad_options_with_a_reason),
 		cmocka_unit_test(other_kinds_refuse_bad_options),
+		cmocka_unit_test(add_gradients_match_finite_differences),
+		cmocka_unit_test(concat_gradients_match_finite_differences),
+		cmocka_unit_test(concat_joins_channels_per_example),
+		cmocka_unit_test(joins_refuse_inputs_that_do_not_fit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -89,11 +89,28 @@ static double loss_at(setup_t *s)
 	return loss;
 }
 
-static void gradients_match_finite_differences_of_the_loss(void **state)
+/* A graph, smooth too: `sum` feeds two one-input layers (their shares go
+ * through the model's sum), t and p1 are each read twice by one join. */
+static const char smooth_graph[] =
+	"name: graph\n"
+	"input: [2, 6, 5]\n"
+	"layers:\n"
+	"  - {type: conv, name: a, filters: 3, kernel: 3, pad: 1}\n"
+	"  - batchnorm\n"
+	"  - {type: tanh, name: t}\n"
+	"  - {type: conv, name: b, filters: 3, kernel: 1, inputs: input}\n"
+	"  - {type: add, name: sum, inputs: [t, b, t]}\n"
+	"  - {type: sigmoid, name: s}\n"
+	"  - {type: avgpool, kernel: 2, name: p1, inputs: sum}\n"
+	"  - {type: avgpool, kernel: 2, name: p2, inputs: s}\n"
+	"  - {type: concat, inputs: [p1, p2, p1]}\n"
+	"  - {type: dense, units: 4}\n"
+	"  - softmax_cross_entropy\n";
+
+static void check_parameter_gradients(const char *yaml)
 {
-	(void)state;
 	setup_t s;
-	open_net(&s, smooth_net, 3, 4);
+	open_net(&s, yaml, 3, 4);
 	(void)loss_at(&s);
 	sn_model_backward(&s.m, s.B);
 	float *grad = malloc(s.net.nparam * sizeof *grad);
@@ -120,6 +137,61 @@ static void gradients_match_finite_differences_of_the_loss(void **state)
 	assert_true(norm > 1e-3);
 	free(grad);
 	close_net(&s);
+}
+
+static void gradients_match_finite_differences_of_the_loss(void **state)
+{
+	(void)state;
+	check_parameter_gradients(smooth_net);
+}
+
+static void graph_gradients_match_finite_differences_of_the_loss(void **state)
+{
+	(void)state;
+	check_parameter_gradients(smooth_graph);
+}
+
+/* A branch nobody reads runs forward but gets no gradient, and the rest
+ * of the net trains as if it were not there. */
+static void a_branch_nobody_reads_gets_no_gradient(void **state)
+{
+	(void)state;
+	static const char with_branch[] =
+		"input: [2, 6, 5]\n"
+		"layers:\n"
+		"  - {type: conv, name: a, filters: 3, kernel: 3}\n"
+		"  - {type: dense, name: unused, units: 3}\n"
+		"  - {type: dense, name: out, units: 4, inputs: a}\n"
+		"  - softmax_cross_entropy\n";
+	static const char without[] =
+		"input: [2, 6, 5]\n"
+		"layers:\n"
+		"  - {type: conv, name: a, filters: 3, kernel: 3}\n"
+		"  - {type: dense, name: out, units: 4}\n"
+		"  - softmax_cross_entropy\n";
+	setup_t g, c;
+	open_net(&g, with_branch, 3, 3);
+	open_net(&c, without, 3, 3);
+	assert_non_null(g.net.warnings);
+	const char *names[] = {"a.weight", "a.bias", "out.weight", "out.bias"};
+	for (int i = 0; i < 4; i++) {
+		sn_param_view *v = sn_net_find(&c.net, names[i]);
+		memcpy(sn_net_find(&g.net, names[i])->data, v->data, (size_t)v->numel * sizeof(float));
+	}
+	double lg = loss_at(&g), lc = loss_at(&c);
+	assert_float_equal(lg, lc, 0);
+	sn_model_backward(&g.m, 3);
+	sn_model_backward(&c.m, 3);
+	for (int i = 0; i < 4; i++) {
+		sn_param_view *v = sn_net_find(&c.net, names[i]);
+		assert_memory_equal(sn_net_find(&g.net, names[i])->grad, v->grad,
+				    (size_t)v->numel * sizeof(float));
+	}
+	sn_param_view *u = sn_net_find(&g.net, "unused.weight");
+	for (int64_t j = 0; j < u->numel; j++)
+		assert_float_equal(u->grad[j], 0, 0);
+	close_net(&g);
+	close_net(&c);
 }
 
 static void backward_is_deterministic_and_overwrites_gradients(void **state)
@@ -267,6 +339,8 @@ int main(void)
 		cmocka_unit_test(a_nan_input_is_reported_at_the_first_layer),
 		cmocka_unit_test(batches_outside_the_maximum_are_refused),
 		cmocka_unit_test(profiling_adds_up_time_per_layer),
+		cmocka_unit_test(graph_gradients_match_finite_differences_of_the_loss),
+		cmocka_unit_test(a_branch_nobody_reads_gets_no_gradient),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -244,6 +244,31 @@ static const struct {
 	{"", "t.yaml:1:1: empty net definition"},
 	{"input: [4]\nlayers: [softmax_cross_entropy]\n---\ninput: [4]\n",
 	 "t.yaml:3:1: more than one YAML document"},
+	/* graphs: inputs name earlier layers or input, so there are no cycles */
+	{"input: [4]\nlayers:\n  - {type: dense, units: 3, inputs: [fc9]}\n"
+	 "  - softmax_cross_entropy\n",
+	 "t.yaml:3:38: inputs: no layer is named \"fc9\""},
+	{"input: [4]\nlayers:\n  - {type: dense, name: a, units: 3, inputs: [b]}\n"
+	 "  - {type: dense, name: b, units: 3}\n  - softmax_cross_entropy\n",
+	 "t.yaml:3:47: inputs: \"b\" is a later layer (line 4); inputs name earlier layers "
+	 "only, so a net has no cycles"},
+	{"input: [4]\nlayers:\n  - {type: dense, name: a, units: 3, inputs: a}\n"
+	 "  - softmax_cross_entropy\n",
+	 "t.yaml:3:46: inputs: \"a\" is this layer itself; inputs name earlier layers only, "
+	 "so a net has no cycles"},
+	{"input: [4]\nlayers:\n  - {type: dense, units: 3, inputs: [input, input]}\n"
+	 "  - softmax_cross_entropy\n",
+	 "t.yaml:3:37: inputs: dense takes one input, not 2; join them with add or concat"},
+	{"input: [4]\nlayers:\n  - {type: dense, name: input, units: 3}\n"
+	 "  - softmax_cross_entropy\n",
+	 "t.yaml:3:25: layer name \"input\" is taken by the net's input"},
+	{"input: [4]\nlayers:\n  - {type: add, inputs: {a: 1}}\n  - softmax_cross_entropy\n",
+	 "t.yaml:3:25: inputs: expected a list of layer names, got a mapping"},
+	{"input: [4]\nlayers:\n  - {type: add, inputs: []}\n  - softmax_cross_entropy\n",
+	 "t.yaml:3:25: inputs: expected 1 to 16 layer names, got 0"},
+	{"input: [4]\nlayers:\n  - {type: dense, units: 3, inputs: x, inputs: y}\n"
+	 "  - softmax_cross_entropy\n",
+	 "t.yaml:3:40: duplicate key \"inputs\""},
 };
 
 static void each_bad_definition_names_its_line_and_column(void **state)
@@ -512,6 +537,69 @@ static void weights_round_trip_through_a_file(void **state)
 	sn_net_free(&a);
 }
 
+/* A residual block and a join: inputs resolve to activations (0 the net's
+ * input, j+1 layer j), shapes follow, and joins that do not fit name their
+ * inputs. */
+static void inputs_make_a_graph_of_earlier_layers(void **state)
+{
+	(void)state;
+	sn_net net;
+	assert_int_equal(parse("input: [2, 8, 8]\nlayers:\n"
+			       "  - {type: conv, name: a, filters: 4, kernel: 3, pad: 1}\n"
+			       "  - relu\n"
+			       "  - {type: conv, name: short, filters: 4, kernel: 1, inputs: input}\n"
+			       "  - {type: add, inputs: [relu1, short]}\n"
+			       "  - {type: concat, inputs: [add1, a, input]}\n"
+			       "  - {type: maxpool, kernel: 2, name: p}\n"
+			       "  - {type: dense, units: 3}\n"
+			       "  - softmax_cross_entropy\n", &net), 0);
+	assert_null(net.warnings);
+	const int ninputs[] = {1, 1, 1, 2, 3, 1, 1, 1};
+	const int first[] = {0, 1, 0, 2, 4, 5, 6, 7};
+	for (int i = 0; i < net.nlayers; i++) {
+		assert_int_equal(net.layers[i].ninputs, ninputs[i]);
+		assert_int_equal(net.layers[i].input[0], first[i]);
+	}
+	assert_int_equal(net.layers[3].input[1], 3);
+	assert_string_equal(net.layers[3].name, "add1");
+	assert_shape(&net.layers[4].out, 3, 10, 8, 8);
+	assert_int_equal(net.layers[4].input[1], 1);
+	assert_int_equal(net.layers[4].input[2], 0);
+	assert_shape(&net.layers[5].out, 3, 10, 4, 4);
+	sn_net_free(&net);
+
+	/* p is read by nobody: a warning, not an error */
+	assert_int_equal(parse("input: [2, 8, 8]\nlayers:\n"
+			       "  - {type: conv, name: a, filters: 4, kernel: 3, pad: 1}\n"
+			       "  - {type: maxpool, kernel: 2, name: p}\n"
+			       "  - {type: dense, units: 3, inputs: a}\n"
+			       "  - softmax_cross_entropy\n", &net), 0);
+	assert_non_null(net.warnings);
+	assert_string_equal(net.warnings,
+			    "t.yaml:4:5: the output of layer p is not used by any layer\n");
+	sn_net_free(&net);
+
+	assert_int_equal(parse("input: [2, 8, 8]\nlayers:\n"
+			       "  - {type: conv, name: a, filters: 4, kernel: 3, pad: 1}\n"
+			       "  - {type: conv, name: b, filters: 4, kernel: 3, stride: 2}\n"
+			       "  - {type: add, inputs: [a, b]}\n"
+			       "  - softmax_cross_entropy\n", &net), SN_ENET);
+	assert_string_equal(sn_errdetail(), "t.yaml:5:5: add: input 2 is [4,3,3] but input 1 "
+			    "is [4,8,8]; add needs inputs of one shape (inputs: a, b)");
+	assert_int_equal(parse("input: [2, 8, 8]\nlayers:\n"
+			       "  - {type: conv, name: a, filters: 4, kernel: 3, pad: 1}\n"
+			       "  - {type: concat, inputs: [input, a]}\n"
+			       "  - {type: concat, inputs: [a, add]}\n"
+			       "  - softmax_cross_entropy\n", &net), SN_ENET);
+	assert_string_equal(sn_errdetail(), "t.yaml:5:32: inputs: no layer is named \"add\"");
+	assert_int_equal(parse("input: [2, 8, 8]\nlayers:\n"
+			       "  - {type: maxpool, name: a, kernel: 2}\n"
+			       "  - {type: concat, inputs: [input, a]}\n"
+			       "  - softmax_cross_entropy\n", &net), SN_ENET);
+	assert_string_equal(sn_errdetail(), "t.yaml:4:5: concat: input 2 is [2,4,4] but input 1 "
+			    "is [2,8,8]; concat needs one height and width (inputs: input, a)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -526,6 +614,7 @@ int main(void)
 		cmocka_unit_test(batchnorm_statistics_go_after_the_trainable_tensors),
 		cmocka_unit_test(load_weights_names_the_tensor_that_differs),
 		cmocka_unit_test(weights_round_trip_through_a_file),
+		cmocka_unit_test(inputs_make_a_graph_of_earlier_layers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
