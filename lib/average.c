@@ -335,22 +335,17 @@ static int load_outer_state(const char *path, const ref_layout *ref, int64_t bas
 	return err;
 }
 
-/* Build and write a file holding `flat` in layout order `order`. */
-static int write_flat(const char *path, const ref_layout *ref, const int *order,
-		      const float *flat, const sn_meta *meta, int nmeta)
+/* A file holding `flat` in layout order `order` (borrowed, not copied). */
+static int build_flat(sn_st *st, const ref_layout *ref, const int *order, const float *flat,
+		      const sn_meta *meta, int nmeta)
 {
-	sn_st st;
-	sn_st_init(&st);
 	int err = 0;
 	for (int i = 0; i < nmeta && !err; i++)
-		err = sn_st_set_meta(&st, meta[i].key, meta[i].value);
+		err = sn_st_set_meta(st, meta[i].key, meta[i].value);
 	for (int i = 0; i < ref->nt && !err; i++) {
 		const ref_tensor *rt = &ref->t[order[i]];
-		err = sn_st_add(&st, rt->name, SN_F32, rt->ndim, rt->shape, flat + rt->offset, 0);
+		err = sn_st_add(st, rt->name, SN_F32, rt->ndim, rt->shape, flat + rt->offset, 0);
 	}
-	if (!err)
-		err = sn_st_write(&st, path);
-	sn_st_free(&st);
 	return err;
 }
 
@@ -384,6 +379,9 @@ static void summarize(const input_info *in, int n, const sn_st *base, sn_average
 	s->round = base ? (int64_t)meta_number(base, "round", 0, NULL) + 1 : max_round + 1;
 }
 
+/* The outer state and the weights are one commit (sn_st_write_all): the
+ * state is renamed first and the weights last, so new weights always have
+ * their state beside them, and a failure leaves both as they were. */
 static int write_outputs(const char *out, const sn_average_opts *o, const ref_layout *ref,
 			 const int *order, const float *w, const float *m,
 			 sn_average_summary *s)
@@ -394,17 +392,27 @@ static int write_outputs(const char *out, const sn_average_opts *o, const ref_la
 	snprintf(loss, sizeof loss, "%.9g", s->loss);
 	snprintf(round, sizeof round, "%lld", (long long)s->round);
 	snprintf(secs, sizeof secs, "%.6f", s->seconds_max);
-	if (m && o->outer_state) {
-		s->bad_path = o->outer_state;
-		sn_meta om[] = {{"format", "sn.outer.v1"}, {"round", round}};
-		int err = write_flat(o->outer_state, ref, order, m, om, 2);
-		if (err)
-			return err;
-	}
-	s->bad_path = out;
+	sn_meta om[] = {{"format", "sn.outer.v1"}, {"round", round}};
 	sn_meta wm[] = {{"format", "sn.weights.v1"}, {"net", ref->yaml}, {"round", round},
 			{"steps", steps}, {"examples", ex}, {"seconds", secs}, {"loss", loss}};
-	return write_flat(out, ref, order, w, wm, isnan(s->loss) ? 6 : 7);
+	sn_st ost, wst;
+	sn_st_init(&ost);
+	sn_st_init(&wst);
+	int with_state = m && o->outer_state, failed = with_state;
+	int err = build_flat(&wst, ref, order, w, wm, isnan(s->loss) ? 6 : 7);
+	if (!err && with_state)
+		err = build_flat(&ost, ref, order, m, om, 2);
+	if (!err) {
+		const sn_st *files[] = {&ost, &wst};
+		const char *paths[] = {o->outer_state, out};
+		err = sn_st_write_all(files + !with_state, paths + !with_state, 1 + with_state,
+				      &failed);
+		failed += !with_state;
+	}
+	s->bad_path = failed == 0 ? o->outer_state : out;
+	sn_st_free(&ost);
+	sn_st_free(&wst);
+	return err;
 }
 
 /* The averaged weights into w; with an outer step, the new momentum into m.

@@ -43,8 +43,9 @@ typedef void (*sn_average_warn_fn)(void *ctx, const char *path, const char *why)
 
 void sn_average_opts_default(sn_average_opts *o);
 
-/* Average paths[0..n) into out (written atomically; the outer state is
- * written before out, so out existing implies the state is current).
+/* Average paths[0..n) into out.  Out and the outer state are committed
+ * together (sn_st_write_all): both or neither, the state renamed first, so
+ * out existing implies the state is current.
  * Errors: SN_EQUORUM when fewer than min_inputs inputs are usable,
  * SN_EMISMATCH when nets differ (the detail names the other file and the
  * first tensor that differs), and the st errors for the base, outer state

@@ -3,14 +3,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -810,148 +807,48 @@ static int write_gz(const sn_st *st, const char *hdr, size_t hlen, int fd)
 	return err;
 }
 
-int sn_st_write(const sn_st *st, const char *path)
+/* Everything but the commit: a is open (see sn_st_write_all). */
+static int write_staged(const sn_st *st, sn_atomic *a)
 {
 	char *hdr = NULL;
 	size_t hlen = 0;
-	sn_atomic a;
 	int err = build_header(st, &hdr, &hlen);
 	if (err)
 		return err;
-	if ((err = sn_atomic_open(&a, path)))
-		goto out;
-	if (a.tmp && has_suffix(path, ".gz")) {
-		err = write_gz(st, hdr, hlen, a.fd);
+	if (a->tmp && has_suffix(a->path, ".gz")) {
+		err = write_gz(st, hdr, hlen, a->fd);
 	} else {
-		sink s = {.fd = a.fd};
+		sink s = {.fd = a->fd};
 		err = write_body(st, hdr, hlen, &s);
 	}
-	if (err)
-		sn_atomic_abort(&a);
-	else
-		err = sn_atomic_commit(&a);
-out:
 	free(hdr);
 	return err;
 }
 
-/* ---------------------------------------------------------------- atomic files */
-
-int sn_write_all(int fd, const void *buf, size_t len)
+int sn_st_write_all(const sn_st *const *st, const char *const *paths, int n, int *failed)
 {
-	const char *p = buf;
-	while (len) {
-		ssize_t w = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return sn_fail(SN_EIO, "write failed: %s", strerror(errno));
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
-/* open(O_EXCL) with mode 0666 rather than mkstemp: the umask then gives the
- * file the permissions any new file would get, not mkstemp's 0600. */
-static int open_temp(char *tmp, size_t suffix_at)
-{
-	static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-	for (int attempt = 0; attempt < 100; attempt++) {
-		unsigned char r[6];
-		if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
-			uint64_t x = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16) ^
-				     ((uint64_t)attempt * 0x9e3779b97f4a7c15ull);
-			for (int i = 0; i < 6; i++, x >>= 8)
-				r[i] = (unsigned char)x;
-		}
-		for (int i = 0; i < 6; i++)
-			tmp[suffix_at + i] = chars[r[i] % (sizeof chars - 1)];
-		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-		if (fd >= 0 || errno != EEXIST)
-			return fd;
-	}
-	errno = EEXIST;
-	return -1;
-}
-
-int sn_atomic_open(sn_atomic *a, const char *path)
-{
-	memset(a, 0, sizeof *a);
-	a->fd = -1;
-	if (!(a->path = strdup(path)))
-		return sn_fail(SN_ENOMEM, "out of memory");
-	if (strcmp(path, "-") == 0) {
-		a->fd = STDOUT_FILENO;
-		return 0;
-	}
-	size_t n = strlen(path);
-	if (!(a->tmp = malloc(n + sizeof ".tmpXXXXXX"))) {
-		sn_atomic_abort(a);
-		return sn_fail(SN_ENOMEM, "out of memory");
-	}
-	memcpy(a->tmp, path, n);
-	memcpy(a->tmp + n, ".tmpXXXXXX", sizeof ".tmpXXXXXX");
-	if ((a->fd = open_temp(a->tmp, n + 4)) < 0) {
-		int e = errno;
-		free(a->tmp);
-		a->tmp = NULL;
-		sn_atomic_abort(a);
-		return sn_fail(SN_EIO, "cannot create: %s", strerror(e));
-	}
-	return 0;
-}
-
-/* The rename is durable only once the directory entry is on disk too. */
-static void sync_parent(const char *path)
-{
-	char *copy = strdup(path);
-	if (!copy)
-		return;
-	int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		(void)fsync(fd);
-		close(fd);
-	}
-	free(copy);
-}
-
-int sn_atomic_commit(sn_atomic *a)
-{
-	int err = 0;
-	if (!a->tmp) {	/* stdout: nothing to rename; pipes cannot fsync */
-		if (a->fd >= 0 && fsync(a->fd) < 0 && errno != EINVAL && errno != EROFS &&
-		    errno != ENOTSUP)
-			err = sn_fail(SN_EIO, "write failed: %s", strerror(errno));
-		a->fd = -1;
-		sn_atomic_abort(a);
+	sn_atomic a[SN_ST_MAX_SET];
+	int err = 0, i, opened = 0;
+	*failed = 0;
+	if (n > SN_ST_MAX_SET)
+		return sn_fail(SN_EINVAL, "more than %d outputs in one set", SN_ST_MAX_SET);
+	/* every temporary first: a missing directory fails before any write */
+	for (i = 0; i < n && !err; i++, opened++)
+		if ((err = sn_atomic_open(&a[i], paths[i])))
+			*failed = i;
+	for (i = 0; i < opened && !err; i++)
+		if ((err = write_staged(st[i], &a[i])))
+			*failed = i;
+	if (err) {
+		for (i = 0; i < opened; i++)
+			sn_atomic_abort(&a[i]);
 		return err;
 	}
-	if (fsync(a->fd) < 0)
-		err = sn_fail(SN_EIO, "write failed: %s", strerror(errno));
-	if (close(a->fd) < 0 && !err)
-		err = sn_fail(SN_EIO, "write failed: %s", strerror(errno));
-	a->fd = -1;
-	if (!err && rename(a->tmp, a->path) < 0)
-		err = sn_fail(SN_EIO, "cannot rename the temporary file: %s", strerror(errno));
-	if (!err) {
-		sync_parent(a->path);
-		free(a->tmp);
-		a->tmp = NULL;
-	}
-	sn_atomic_abort(a);
-	return err;
+	return sn_atomic_publish(a, n, failed);
 }
 
-void sn_atomic_abort(sn_atomic *a)
+int sn_st_write(const sn_st *st, const char *path)
 {
-	if (a->tmp) {
-		if (a->fd >= 0)
-			close(a->fd);
-		unlink(a->tmp);
-	}
-	free(a->tmp);
-	free(a->path);
-	a->tmp = a->path = NULL;
-	a->fd = -1;
+	int failed;
+	return sn_st_write_all(&st, &path, 1, &failed);
 }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "atomic.h"
 #include "error.h"
 #include "tensor.h"
 
@@ -79,19 +80,13 @@ int sn_st_add(sn_st *st, const char *name, sn_dtype dtype, int ndim,
  * that was not there before and the temporary file is removed. */
 int sn_st_write(const sn_st *st, const char *path) SN_MUST_CHECK;
 
-/* Helpers for the atomic-write discipline, shared with other writers
- * (sn-shard's temporary files, sn-eval --predictions, sn-train's TSV):
- * open a temp file beside PATH, then commit (fsync + rename) or abort. */
-typedef struct {
-	char *path;       /* final name */
-	char *tmp;        /* temporary name, NULL for stdout */
-	int fd;
-} sn_atomic;
-int sn_atomic_open(sn_atomic *a, const char *path) SN_MUST_CHECK;
-int sn_atomic_commit(sn_atomic *a) SN_MUST_CHECK;
-void sn_atomic_abort(sn_atomic *a);
-
-/* Write all of buf to fd, retrying short writes. */
-int sn_write_all(int fd, const void *buf, size_t len) SN_MUST_CHECK;
+/* Files that belong together (weights and their solver state): st[i] to
+ * paths[i], all or none, as sn_atomic_publish (atomic.h).  Every temporary is
+ * created before anything is written; the last path is renamed last, so its
+ * presence means the set is complete.  On failure every path holds what it
+ * held before and *failed is the index of the path the error is about. */
+#define SN_ST_MAX_SET 8
+int sn_st_write_all(const sn_st *const *st, const char *const *paths, int n,
+		    int *failed) SN_MUST_CHECK;
 
 #endif

@@ -215,7 +215,7 @@ static int set_meta_i64(sn_st *st, const char *key, int64_t v)
 	return sn_st_set_meta(st, key, buf);
 }
 
-static int state_to_st(const sn_train_state *s, const sn_net *net, sn_st *st)
+int sn_train_state_st(const sn_train_state *s, const sn_net *net, sn_st *st)
 {
 	char name[128], text[72];
 	int err;
@@ -247,7 +247,7 @@ int sn_train_state_save(const sn_train_state *s, const char *path, const sn_net 
 {
 	sn_st st;
 	sn_st_init(&st);
-	int err = state_to_st(s, net, &st);
+	int err = sn_train_state_st(s, net, &st);
 	if (!err)
 		err = sn_st_write(&st, path);
 	sn_st_free(&st);

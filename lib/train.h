@@ -47,6 +47,10 @@ int sn_train_state_init(sn_train_state *s, const sn_net *net,
  * the data order it started. */
 int sn_train_state_load(sn_train_state *s, const char *path, const sn_net *net,
 			const sn_solver_config *c, uint64_t seed, int *found) SN_MUST_CHECK;
+/* The state as an sn.state.v1 file to write (moments named <weight>.m1/.m2,
+ * borrowed from s); sn_train_state_save writes it atomically.  To commit it
+ * together with the weights, pass both to sn_st_write_all. */
+int sn_train_state_st(const sn_train_state *s, const sn_net *net, sn_st *st) SN_MUST_CHECK;
 /* Write atomically (format sn.state.v1, moments named <weight>.m1/.m2). */
 int sn_train_state_save(const sn_train_state *s, const char *path,
 			const sn_net *net) SN_MUST_CHECK;

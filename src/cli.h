@@ -9,7 +9,30 @@
 
 extern const char *sn_prog;   /* "sn-info", set by sn_cli_init */
 
+/* First thing in every main.  Also: at exit, a failed write to standard
+ * output turns the exit status into 1 with "prog: standard output: why"; and
+ * SIGINT, SIGTERM and SIGHUP remove the temporary files of outputs in flight
+ * (atomic.h) before the process dies of them. */
 void sn_cli_init(const char *prog);
+
+/* Flush stdout: 1 when every report so far reached it, else 0 having said
+ * "prog: standard output: why" (for a main that must know before it goes on;
+ * the exit check catches everything else). */
+int sn_cli_stdout_ok(void);
+
+/* Refuse (usage error, exit 2) any output that is the same file as another
+ * output or an input: the same device and inode when it exists (links
+ * included), else the same directory and name.  "-" and NULL paths are
+ * skipped.  opt names the option in the message:
+ *     sn_cli_file out[] = {{"-o", o.output}, {"--state", o.state}};
+ *     sn_cli_file in[] = {{"-w", o.weights}, {"-d", o.data}};
+ *     sn_cli_check_outputs(out, 2, in, 2);
+ * A file a command reads and then replaces (sn-sgd --state) is listed once,
+ * as an output.  Call it after parsing, before reading anything. */
+typedef struct {
+	const char *opt, *path;
+} sn_cli_file;
+void sn_cli_check_outputs(const sn_cli_file *out, int nout, const sn_cli_file *in, int nin);
 
 /* "prog: FILE: detail" from the library's last error (sn_errdetail()). */
 void sn_cli_error(const char *file, int err);

@@ -89,6 +89,21 @@ static int print_json(const sn_average_summary *s, const char *out)
 	return err;
 }
 
+/* No output may be an input or the other output (the outer state is the
+ * one file read and then replaced). */
+static void check_outputs(const char *out, const sn_average_opts *o, const name_list *in)
+{
+	sn_cli_file outs[] = {{"-o", out}, {"--outer-state", o->outer_state}};
+	sn_cli_file *ins = malloc(sizeof *ins * (size_t)(in->n + 1));
+	if (!ins)
+		sn_cli_usage_error("out of memory");
+	ins[0] = (sn_cli_file){"--base", o->base};
+	for (int i = 0; i < in->n; i++)
+		ins[i + 1] = (sn_cli_file){"input", in->names[i]};
+	sn_cli_check_outputs(outs, 2, ins, in->n + 1);
+	free(ins);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -140,6 +155,7 @@ int main(int argc, char **argv)
 	}
 	if (in.n == 0)
 		sn_cli_usage_error("no input files (stdin listed none)");
+	check_outputs(out, &o, &in);
 
 	sn_average_summary s;
 	err = sn_average_files((const char *const *)in.names, in.n, out, &o, warn_excluded,

@@ -98,6 +98,15 @@ static void parse_options(int argc, char **argv, options *o)
 			sn_cli_usage_error("%s '%s'", why, bad);
 		sn_cli_usage_error("%s", why);
 	}
+	sn_cli_file out = {"--predictions", o->predictions};
+	sn_cli_file *in = malloc(sizeof *in * (size_t)(o->ndata + 1));
+	if (!in)
+		sn_cli_usage_error("out of memory");
+	in[0] = (sn_cli_file){"-w", o->weights};
+	for (int i = 0; i < o->ndata; i++)
+		in[i + 1] = (sn_cli_file){"-d", o->data[i]};
+	sn_cli_check_outputs(&out, 1, in, o->ndata + 1);
+	free(in);
 }
 
 typedef struct {

@@ -613,9 +613,7 @@ int main(int argc, char **argv)
 		putchar('\n');
 	}
 	json_decref(out);
-	if (fflush(stdout) != 0) {
-		sn_cli_warn("write error on standard output");
+	if (!sn_cli_stdout_ok())
 		return SN_EXIT_RUNTIME;
-	}
 	return failed ? SN_EXIT_RUNTIME : SN_EXIT_OK;
 }

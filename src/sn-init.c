@@ -83,6 +83,8 @@ static void parse_options(int argc, char **argv, options *o)
 	if (!o->output)
 		sn_cli_usage_error("missing -o OUT");
 	o->net = argv[optind];
+	sn_cli_file out = {"-o", o->output}, in = {"NET", o->net};
+	sn_cli_check_outputs(&out, 1, &in, 1);
 }
 
 /* 431080 -> "431,080" */

@@ -147,6 +147,9 @@ static void parse_options(int argc, char **argv, options *o)
 		sn_cli_usage_error("-w WEIGHTS, -d SHARD and -o OUT are required");
 	if (o->json && o->output && !strcmp(o->output, "-"))
 		sn_cli_usage_error("--json and -o - both want stdout");
+	sn_cli_file out[] = {{"-o", o->output}, {"--state", o->state}};
+	sn_cli_file in[] = {{"-w", o->weights}, {"-d", o->data}};
+	sn_cli_check_outputs(out, 2, in, 2);
 }
 
 /* Command-line values go through the same setter as the YAML solver: keys. */
@@ -319,23 +322,28 @@ static void report(const options *o, const run *r, const sn_train_result *res)
 			res->seconds, ips, o->output);
 }
 
+/* Weights and state are one commit: the state is renamed first and the
+ * weights last, so new weights always have their state beside them. */
 static int write_outputs(const options *o, run *r, const sn_train_result *res)
 {
-	sn_st st;
-	int err;
+	sn_st w, st;
+	int err, failed = 1;
+	sn_st_init(&w);
 	sn_st_init(&st);
-	err = sn_train_weights_st(&r->net, &st, r->round, r->steps + res->steps, res);
-	if (!err)
-		err = sn_st_write(&st, o->output);
-	sn_st_free(&st);
-	if (err)
-		return sn_cli_error(o->output, err), SN_EXIT_RUNTIME;
-	if (o->state && (err = sn_train_state_save(&r->state, o->state, &r->net))) {
-		/* weights without their state would resume from the wrong place */
-		if (strcmp(o->output, "-"))
-			unlink(o->output);
-		return sn_cli_error(o->state, err), SN_EXIT_RUNTIME;
+	err = sn_train_weights_st(&r->net, &w, r->round, r->steps + res->steps, res);
+	if (!err && o->state)
+		err = sn_train_state_st(&r->state, &r->net, &st);
+	if (!err) {
+		const sn_st *files[] = {&st, &w};
+		const char *paths[] = {o->state, o->output};
+		int skip = o->state ? 0 : 1;
+		err = sn_st_write_all(files + skip, paths + skip, 2 - skip, &failed);
+		failed += skip;
 	}
+	sn_st_free(&st);
+	sn_st_free(&w);
+	if (err)
+		return sn_cli_error(failed == 0 ? o->state : o->output, err), SN_EXIT_RUNTIME;
 	return 0;
 }
 

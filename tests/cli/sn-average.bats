@@ -270,3 +270,75 @@ assert abs(j["loss"] - 2.5) < 1e-9, j'
 	run bash -c "MANWIDTH=80 man --warnings -l '$SN_ROOT/man/man1/sn-average.1' 2>&1 >/dev/null"
 	[ -z "$output" ]
 }
+
+# ---- a failed command leaves everything as it was ----------------------------
+
+# unchanged FILE...: each FILE still equals FILE.before, and no temporary is left
+unchanged() {
+	for f in "$@"; do cmp "$f" "$f.before" || { echo "$f changed"; return 1; }; done
+	[ -z "$(find . -name '*.tmp*')" ] || { find . -name '*.tmp*'; return 1; }
+}
+
+@test "sn-average with OUT in a missing directory leaves the outer state as it was, and a retry works" {
+	mkw prev 10 0 0 0 0; mkw w1 1; mkw w2 2
+	run sn-average --base prev --outer-lr 0.7 --outer-momentum 0.9 --outer-state st w1 w2 -o next
+	[ "$status" -eq 0 ]
+	mkw w3 3 100 2 10 1; mkw w4 4 100 2 10 1
+	cp st st.before
+	run sn-average --base next --outer-lr 0.7 --outer-momentum 0.9 --outer-state st w3 w4 \
+		-o /nonexistent-dir/next2
+	[ "$status" -eq 1 ]
+	assert_one_line_error /nonexistent-dir/next2
+	unchanged st
+	run sn-average --base next --outer-lr 0.7 --outer-momentum 0.9 --outer-state st w3 w4 -o next2
+	[ "$status" -eq 0 ]
+	py 'S, sm = rd("st"); assert sm["round"] == "2", sm' 
+}
+
+@test "sn-average commits the weights and the outer state together: any failed step changes neither" {
+	mkw prev 10 0 0 0 0; mkw w1 1; mkw w2 2
+	sn-average --base prev --outer-lr 0.7 --outer-momentum 0.9 --outer-state st w1 w2 -o next
+	mkw w3 3 100 2 10 1; mkw w4 4 100 2 10 1
+	cp w1 next2	# an older file under the output's name
+	cp st st.before; cp next2 next2.before
+	for fault in rename,renameat,renameat2:error=EIO:when=1 \
+		rename,renameat,renameat2:error=EIO:when=2 fsync:error=ENOSPC:when=1 \
+		fsync:error=ENOSPC:when=2 write:error=ENOSPC:when=1+ write:error=ENOSPC:when=3+; do
+		run strace -f -o /dev/null -e inject="$fault" sn-average --base next --outer-lr 0.7 \
+			--outer-momentum 0.9 --outer-state st w3 w4 -o next2
+		[ "$status" -eq 1 ] || { echo "$fault: status $status: $output"; return 1; }
+		unchanged st next2 || { echo "after $fault"; return 1; }
+	done
+	for fault in fsync:signal=SIGTERM:when=1 fsync:signal=SIGINT:when=2 write:signal=SIGTERM:when=2; do
+		run strace -f -o /dev/null -e inject="$fault" sn-average --base next --outer-lr 0.7 \
+			--outer-momentum 0.9 --outer-state st w3 w4 -o next2
+		[ "$status" -gt 128 ] || { echo "$fault: status $status: $output"; return 1; }
+		unchanged st next2 || { echo "after $fault"; return 1; }
+	done
+	run sn-average --base next --outer-lr 0.7 --outer-momentum 0.9 --outer-state st w3 w4 -o next2
+	[ "$status" -eq 0 ]
+}
+
+@test "sn-average refuses an output that is an input or the other output, exit 2" {
+	mkw prev 10 0 0 0 0; mkw w1 1; mkw w2 2
+	sn-average --base prev --outer-lr 0.7 --outer-momentum 0.9 --outer-state st w1 w2 -o next
+	for f in prev w1 w2 st next; do cp "$f" "$f.before"; done
+	printf 'w1\nw2\n' >list
+	for args in "--base prev --outer-lr 0.7 --outer-state st w1 w2 -o st" \
+		"--base prev --outer-lr 0.7 --outer-state ./next w1 w2 -o next" \
+		"--base prev --outer-lr 0.7 --outer-state w1 w1 w2 -o next" \
+		"--base prev --outer-lr 0.7 --outer-state prev w1 w2 -o next" \
+		"w1 w2 -o w2" "w1 w2 -o ./w1" "--base prev w1 w2 -o prev" "- -o w2"; do
+		run sn-average $args <list
+		[ "$status" -eq 2 ] || { echo "$args: status $status: $output"; return 1; }
+		[[ "$output" == "sn-average: "*"same file"* ]] || { echo "$args: $output"; return 1; }
+		unchanged prev w1 w2 st next
+	done
+}
+
+@test "sn-average --json on a full standard output exits 1 and says so" {
+	mkw w1 1; mkw w2 2
+	run bash -c 'sn-average --json w1 w2 -o out >/dev/full'
+	[ "$status" -eq 1 ]
+	[ "$output" = "sn-average: standard output: No space left on device" ]
+}

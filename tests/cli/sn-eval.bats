@@ -202,3 +202,36 @@ assert j["data"][0].endswith("test.safetensors")'
 	run sn-eval -d "$D/test.safetensors"
 	[ "$status" -eq 2 ]
 }
+
+@test "sn-eval refuses --predictions naming its weights or a data file, exit 2" {
+	cp "$D/mlp.safetensors" w.safetensors
+	cp "$D/test.safetensors" t.safetensors
+	cp w.safetensors w.before; cp t.safetensors t.before
+	for args in "--predictions w.safetensors" "--predictions ./t.safetensors"; do
+		run sn-eval -w w.safetensors -d "$D/more.safetensors" -d t.safetensors $args
+		[ "$status" -eq 2 ] || { echo "$args: status $status: $output"; return 1; }
+		[[ "$output" == "sn-eval: "*"same file"* ]] || { echo "$args: $output"; return 1; }
+		cmp w.safetensors w.before && cmp t.safetensors t.before
+	done
+}
+
+@test "sn-eval on a full standard output exits 1 and says so, in every report format" {
+	for fmt in "" --json --tsv "--per-class --confusion"; do
+		run bash -c "sn-eval -w '$D/mlp.safetensors' -d '$D/test.safetensors' $fmt >/dev/full"
+		[ "$status" -eq 1 ] || { echo "$fmt: status $status: $output"; return 1; }
+		[ "$output" = "sn-eval: standard output: No space left on device" ] ||
+			{ echo "$fmt: $output"; return 1; }
+	done
+	run bash -c "sn-eval -w '$D/mlp.safetensors' -d '$D/test.safetensors' --predictions - >/dev/full"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"No space left on device"* ]]
+}
+
+@test "SIGTERM while sn-eval writes --predictions leaves no temporary file" {
+	echo old >p.tsv
+	run strace -f -o /dev/null -e inject=fsync:signal=SIGTERM sn-eval -w "$D/mlp.safetensors" \
+		-d "$D/test.safetensors" --predictions p.tsv
+	[ "$status" -eq 143 ]
+	[ "$(cat p.tsv)" = old ]
+	[ -z "$(find . -name '*.tmp*')" ]
+}

@@ -344,3 +344,15 @@ EOF2
 	[ "$status" -eq 1 ]
 	echo "$output" | grep -v '^sn-info: ' | "$PY" -c 'import json,sys; d=json.load(sys.stdin); assert len(d)==1 and "bogus" in d[0]["error"], d'
 }
+
+@test "every report on a full standard output exits 1 and says so" {
+	sn-init "$NETS/mlp.yaml" -o w.safetensors --seed 1
+	sn-init "$NETS/mlp.yaml" -o v.safetensors --seed 2
+	for args in "w.safetensors" "--json w.safetensors" "--verify w.safetensors" \
+		"--diff w.safetensors v.safetensors" "--diff --json w.safetensors w.safetensors"; do
+		run bash -c "sn-info $args >/dev/full"
+		[ "$status" -eq 1 ] || { echo "$args: status $status: $output"; return 1; }
+		[[ "$output" == *"sn-info: standard output: No space left on device" ]] ||
+			{ echo "$args: $output"; return 1; }
+	done
+}

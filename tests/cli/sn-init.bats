@@ -227,3 +227,33 @@ print(sum(math.prod(t["shape"]) for k,t in h.items() if k!="__metadata__"))')
 	[ -z "$output" ]
 	MANWIDTH=80 man -l "$SN_ROOT/man/man1/sn-init.1" | grep -q "EXIT STATUS"
 }
+
+@test "SIGTERM or SIGINT while sn-init writes leaves no temporary file and the old output" {
+	sn-init "$NETS/mlp.yaml" -o w.safetensors --seed 1
+	cp w.safetensors w.before
+	for fault in fsync:signal=SIGTERM write:signal=SIGINT:when=2 write:signal=SIGTERM:when=1; do
+		run strace -f -o /dev/null -e inject="$fault" sn-init "$NETS/mlp.yaml" -o w.safetensors --seed 2
+		[ "$status" -gt 128 ] || { echo "$fault: status $status: $output"; return 1; }
+		cmp w.safetensors w.before
+		[ -z "$(find . -name '*.tmp*')" ] || { echo "$fault: $(ls)"; return 1; }
+	done
+}
+
+@test "a failed fsync or rename leaves the old output and no temporary file" {
+	sn-init "$NETS/mlp.yaml" -o w.safetensors --seed 1
+	cp w.safetensors w.before
+	for fault in fsync:error=EIO rename,renameat,renameat2:error=EIO write:error=ENOSPC:when=2+; do
+		run strace -f -o /dev/null -e inject="$fault" sn-init "$NETS/mlp.yaml" -o w.safetensors --seed 2
+		[ "$status" -eq 1 ] || { echo "$fault: status $status: $output"; return 1; }
+		cmp w.safetensors w.before
+		[ -z "$(find . -name '*.tmp*')" ]
+	done
+}
+
+@test "sn-init refuses to write over its own net definition, exit 2" {
+	cp "$NETS/mlp.yaml" net.yaml
+	run sn-init net.yaml -o ./net.yaml
+	[ "$status" -eq 2 ]
+	[[ "$output" == "sn-init: "*"same file"* ]]
+	cmp net.yaml "$NETS/mlp.yaml"
+}

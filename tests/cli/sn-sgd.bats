@@ -320,3 +320,103 @@ json_field() { "$PY" -c "import json,sys; print(json.load(open('$1'))['$2'])"; }
 	[ "$status" -eq 2 ]
 	[ ! -e out.safetensors ]
 }
+
+# ---- a failed command leaves everything as it was ----------------------------
+
+# train OUT STATE [ARGS...]: one short run of the MLP on the training shard
+train() {
+	local out=$1 st=$2; shift 2
+	sn-sgd -q -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o "$out" --state "$st" \
+		--iters 2 "$@"
+}
+
+# unchanged FILE...: each FILE still equals FILE.before, and no temporary is left
+unchanged() {
+	for f in "$@"; do cmp "$f" "$f.before" || { echo "$f changed"; return 1; }; done
+	[ -z "$(find . -name '*.tmp*')" ] || { find . -name '*.tmp*'; return 1; }
+}
+
+@test "sn-sgd that cannot create its state leaves the existing weights as they were" {
+	train out.safetensors s.safetensors
+	cp out.safetensors out.safetensors.before
+	run train out.safetensors /nonexistent-dir/state.safetensors
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"/nonexistent-dir/state.safetensors: "* ]]
+	unchanged out.safetensors
+	cp s.safetensors s.safetensors.before
+	run train /nonexistent-dir/out.safetensors s.safetensors
+	[ "$status" -eq 1 ]
+	unchanged s.safetensors
+}
+
+@test "sn-sgd commits weights and state together: a failed write, fsync or rename changes neither" {
+	train out.safetensors s.safetensors
+	cp out.safetensors out.safetensors.before
+	cp s.safetensors s.safetensors.before
+	for fault in rename,renameat,renameat2:error=EIO:when=1 \
+		rename,renameat,renameat2:error=EIO:when=2 fsync:error=ENOSPC:when=1 \
+		fsync:error=ENOSPC:when=2 write:error=ENOSPC:when=1+ write:error=ENOSPC:when=4+ \
+		write:error=ENOSPC:when=9+ write:error=ENOSPC:when=13+; do
+		run strace -f -o /dev/null -e inject="$fault" \
+			sn-sgd -q -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+			--state s.safetensors --iters 2
+		[ "$status" -eq 1 ] || { echo "$fault: status $status: $output"; return 1; }
+		unchanged out.safetensors s.safetensors || { echo "after $fault"; return 1; }
+	done
+}
+
+@test "SIGTERM or SIGINT while sn-sgd writes leaves no temporary file and the old outputs" {
+	train out.safetensors s.safetensors
+	cp out.safetensors out.safetensors.before
+	cp s.safetensors s.safetensors.before
+	for fault in fsync:signal=SIGTERM:when=1 fsync:signal=SIGINT:when=2 \
+		write:signal=SIGTERM:when=3 write:signal=SIGINT:when=10; do
+		run strace -f -o /dev/null -e inject="$fault" \
+			sn-sgd -q -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+			--state s.safetensors --iters 2
+		[ "$status" -gt 128 ] || { echo "$fault: status $status: $output"; return 1; }
+		unchanged out.safetensors s.safetensors || { echo "after $fault"; return 1; }
+	done
+}
+
+@test "a signal during the final renames still leaves weights and state that belong together" {
+	train out.safetensors s.safetensors --seed 3
+	run strace -f -o /dev/null -e inject=rename,renameat,renameat2:signal=SIGTERM:when=1 \
+		sn-sgd -q -w out.safetensors -d "$D/train.safetensors" -o out2.safetensors \
+		--state s.safetensors --iters 3
+	[ "$status" -eq 143 ]
+	[ -z "$(find . -name '*.tmp*')" ]
+	# both committed: the weights' steps are the state's step
+	[ "$(meta out2.safetensors steps)" = 5 ]
+	[ "$(meta s.safetensors step)" = 5 ]
+}
+
+@test "sn-sgd refuses an output that is an input or the other output, exit 2, touching nothing" {
+	train out.safetensors s.safetensors
+	cp "$D/train.safetensors" data.safetensors
+	for f in out.safetensors s.safetensors data.safetensors; do cp "$f" "$f.before"; done
+	ln -s out.safetensors link.safetensors
+	ln s.safetensors hard.safetensors
+	for args in "-w out.safetensors -d data.safetensors -o out.safetensors" \
+		"-w out.safetensors -d data.safetensors -o data.safetensors" \
+		"-w out.safetensors -d data.safetensors -o x.safetensors --state data.safetensors" \
+		"-w out.safetensors -d data.safetensors -o s.safetensors --state s.safetensors" \
+		"-w out.safetensors -d data.safetensors -o ./s.safetensors --state s.safetensors" \
+		"-w out.safetensors -d data.safetensors -o new.safetensors --state ./new.safetensors" \
+		"-w out.safetensors -d data.safetensors -o link.safetensors" \
+		"-w out.safetensors -d data.safetensors -o hard.safetensors --state s.safetensors" \
+		"-w out.safetensors -d data.safetensors -o x.safetensors --state out.safetensors"; do
+		run sn-sgd -q $args --iters 1
+		[ "$status" -eq 2 ] || { echo "$args: status $status: $output"; return 1; }
+		[[ "$output" == "sn-sgd: "*"same file"* ]] || { echo "$args: $output"; return 1; }
+		unchanged out.safetensors s.safetensors data.safetensors
+		[ ! -e new.safetensors ] && [ ! -e x.safetensors ]
+	done
+}
+
+@test "sn-sgd --json on a full standard output exits 1 and says so" {
+	run bash -c 'sn-sgd -q -w "$D/mlp.safetensors" -d "$D/train.safetensors" \
+		-o out.safetensors --iters 1 --json >/dev/full'
+	[ "$status" -eq 1 ]
+	[ "$output" = "sn-sgd: standard output: No space left on device" ]
+}
