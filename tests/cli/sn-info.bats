@@ -356,3 +356,16 @@ EOF2
 			{ echo "$args: $output"; return 1; }
 	done
 }
+
+@test "the net summary shows the inputs of each layer that does not read the one before" {
+	sn-init "$NETS/resnet.yaml" -o r.safetensors
+	run sn-info r.safetensors
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"b1_add "*"add "*"<- b1_bn2, stem_relu"* ]]
+	[[ "$output" == *"b2_short "*"conv "*"<- b1_out"* ]]
+	# a chain's layers show no inputs
+	run grep -c -- '<-' <<<"$output"
+	[ "$output" -eq 5 ]
+	sn-info --json r.safetensors >j.json
+	"$PY" -c 'import json,sys; n=json.load(open("j.json"))[0]["net"]["layers"]; d={l["name"]: l.get("inputs") for l in n}; assert d["b2_add"] == ["b2_bn2", "b2_short_bn"] and d["b1_conv1"] is None, d'
+}

@@ -155,6 +155,36 @@ print(sum(math.prod(t["shape"]) for k,t in h.items() if k!="__metadata__"))')
 	[ ! -e w.safetensors ]
 }
 
+@test "a graph net's inputs must name earlier layers, joins must fit, each error with its line" {
+	printf 'input: [1, 8, 8]\nlayers:\n  - {type: conv, name: a, filters: 2, kernel: 3, pad: 1}\n  - {type: add, inputs: [a, b]}\n  - {type: conv, name: b, filters: 2, kernel: 3, pad: 1}\n  - {type: dense, units: 3}\n  - softmax_cross_entropy\n' > later.yaml
+	printf 'input: [1, 8, 8]\nlayers:\n  - {type: conv, name: a, filters: 2, kernel: 3}\n  - {type: add, inputs: [a, input]}\n  - {type: dense, units: 3}\n  - softmax_cross_entropy\n' > shape.yaml
+	printf 'input: [1, 8, 8]\nlayers:\n  - {type: conv, name: a, filters: 2, kernel: 3}\n  - {type: concat, inputs: [a, input]}\n  - {type: dense, units: 3}\n  - softmax_cross_entropy\n' > concat.yaml
+	printf 'input: [1, 8, 8]\nlayers:\n  - {type: conv, name: a, filters: 2, kernel: 3, inputs: [nope]}\n  - {type: dense, units: 3}\n  - softmax_cross_entropy\n' > unknown.yaml
+	run sn-init later.yaml -o w.safetensors
+	[ "$status" -eq 1 ]
+	[ "$output" = 'sn-init: later.yaml:4:29: inputs: "b" is a later layer (line 5); inputs name earlier layers only, so a net has no cycles' ]
+	run sn-init shape.yaml -o w.safetensors
+	[ "$status" -eq 1 ]
+	[ "$output" = 'sn-init: shape.yaml:4:5: add: input 2 is [1,8,8] but input 1 is [2,6,6]; add needs inputs of one shape (inputs: a, input)' ]
+	run sn-init concat.yaml -o w.safetensors
+	[ "$status" -eq 1 ]
+	[[ "$output" == 'sn-init: concat.yaml:4:5: concat: input 2 is [1,8,8] but input 1 is [2,6,6]; concat needs one height and width'* ]]
+	run sn-init unknown.yaml -o w.safetensors
+	[ "$status" -eq 1 ]
+	[ "$output" = 'sn-init: unknown.yaml:3:59: inputs: no layer is named "nope"' ]
+	[ ! -e w.safetensors ]
+}
+
+@test "a layer whose output nobody reads is a warning with its line; the weights are still written" {
+	printf 'input: [1, 8, 8]\nlayers:\n  - {type: conv, name: a, filters: 2, kernel: 3}\n  - {type: conv, name: side, filters: 2, kernel: 3}\n  - {type: dense, units: 3, inputs: a}\n  - softmax_cross_entropy\n' > unused.yaml
+	run sn-init unused.yaml -o w.safetensors
+	[ "$status" -eq 0 ]
+	[ "$output" = 'sn-init: warning: unused.yaml:4:5: the output of layer side is not used by any layer' ]
+	read_weights w.safetensors unused.yaml >/dev/null
+	sn-init "$NETS/resnet.yaml" -o r.safetensors 2>err
+	[ ! -s err ]
+}
+
 @test "a net that does not exist is a runtime error naming it" {
 	run sn-init missing.yaml -o w.safetensors
 	[ "$status" -eq 1 ]

@@ -15,7 +15,7 @@ setup_file() {
 	export D=$BATS_FILE_TMPDIR
 	"$PY" "$REF" data "$D/fmnist64.safetensors" --fmnist train --limit 64 --offset 1000
 	"$PY" "$REF" data "$D/rgb64.safetensors" --random 64 --shape 3,32,32
-	for net in mlp lenet cifar10_quick; do
+	for net in mlp lenet cifar10_quick resnet inception; do
 		sn-init "$NETS/$net.yaml" -o "$D/$net.safetensors" --seed 3
 	done
 }
@@ -53,6 +53,16 @@ sgd_step_agrees() {  # sgd_step_agrees NET DATA
 @test "cifar10_quick agrees with torch.nn, forward and one SGD step" {
 	forward_agrees cifar10_quick rgb64
 	sgd_step_agrees cifar10_quick rgb64
+}
+
+@test "the small ResNet (batchnorm, 1x1 stride-2 shortcuts, add) agrees with torch.nn, forward and one SGD step" {
+	forward_agrees resnet fmnist64
+	sgd_step_agrees resnet fmnist64
+}
+
+@test "the inception-style net (1x1, 3x3, 5x5 and a pool, concatenated) agrees with torch.nn, forward and one SGD step" {
+	forward_agrees inception fmnist64
+	sgd_step_agrees inception fmnist64
 }
 
 @test "the reference notices weights that differ" {

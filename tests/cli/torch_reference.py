@@ -122,36 +122,48 @@ def normalised(path):
     return (x - mean) / std, t["y"].astype(np.int64)
 
 
+# sn's default layer names: a counter per prefix, for layers without name:
+PREFIX = {"conv": "conv", "dense": "fc", "batchnorm": "bn"}
+
+
 class TorchNet:
-    """The net of an sn weights file, built from its `net` YAML in torch.nn."""
+    """The net of an sn weights file, built from its `net` YAML in torch.nn.
+    A layer reads the previous layer's output unless it lists `inputs:`
+    (earlier layers by name, or `input`); add and concat join several."""
 
     def __init__(self, weights_path):
         import torch
         import yaml
         tensors, meta = read_st(weights_path)
         spec = yaml.safe_load(meta["net"])
-        # parametric layers get their sn names in file (= layer) order
-        names = []
-        for k in tensors:
-            layer = k.rsplit(".", 1)[0]
-            if layer not in names:
-                names.append(layer)
         self.torch, self.layers, self.modules = torch, [], torch.nn.ModuleDict()
-        shape = list(spec["input"])
+        shapes = {"input": list(spec["input"])}
+        counts, prev = {}, "input"
         for item in spec["layers"]:
             kind, opt = (item, {}) if isinstance(item, str) else (item["type"], item)
-            mod, shape = self.build(kind, opt, shape)
-            name = None
+            name = opt.get("name")
+            if name is None:
+                prefix = PREFIX.get(kind, kind)
+                counts[prefix] = counts.get(prefix, 0) + 1
+                name = "%s%d" % (prefix, counts[prefix])
+            inputs = opt.get("inputs", [prev])
+            inputs = [inputs] if isinstance(inputs, str) else inputs
+            mod, shapes[name] = self.build(kind, opt, [shapes[i] for i in inputs])
             if mod is not None and len(list(mod.parameters())) > 0:
-                name = names.pop(0)
                 self.modules[name] = mod
-            self.layers.append((kind, name, mod))
+            self.layers.append((kind, name, inputs, mod))
+            prev = name
         state = {k: torch.from_numpy(v.copy()) for k, v in tensors.items()}
         missing, unexpected = self.modules.load_state_dict(state, strict=False)
         assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
 
-    def build(self, kind, o, shape):
+    def build(self, kind, o, shapes):
         nn = self.torch.nn
+        if kind == "add":
+            return None, shapes[0]
+        if kind == "concat":
+            return None, [sum(s[0] for s in shapes)] + shapes[0][1:]
+        shape = shapes[0]
         if kind == "conv":
             k, s, p = o["kernel"], o.get("stride", 1), o.get("pad", 0)
             m = nn.Conv2d(shape[0], o["filters"], k, s, p, bias=bool(o.get("bias", 1)))
@@ -179,13 +191,22 @@ class TorchNet:
         raise SystemExit("unknown layer kind %s" % kind)
 
     def logits(self, x):
-        for kind, name, mod in self.layers:
+        acts = {"input": x}
+        for kind, name, inputs, mod in self.layers:
+            ins = [acts[i] for i in inputs]
+            if kind == "add":
+                x = sum(ins[1:], ins[0])
+            elif kind == "concat":
+                x = self.torch.cat(ins, 1)
+            else:
+                x = ins[0]
             if kind == "dense":       # sn's dense flattens [C,H,W] itself
                 x = x.flatten(1)
             if mod is not None:
                 x = mod(x)
             if kind == "global_avgpool":
                 x = x.flatten(1)
+            acts[name] = x
         return x
 
     def state(self):
