@@ -31,7 +31,7 @@ MAN5     := $(wildcard man/man5/*.5)
 DEB_PKGS := build-essential pkg-config libopenblas-dev zlib1g-dev libyaml-dev \
             libjansson-dev libcmocka-dev parallel bats openssh-server iproute2 \
             dataset-fashion-mnist python3-numpy python3-yaml python3-torch gnuplot-nox \
-            shellcheck man-db procps psmisc
+            shellcheck man-db procps psmisc strace
 
 .PHONY: all check sanitize bench demo deps install uninstall clean unit-tests
 .DELETE_ON_ERROR:

@@ -5,11 +5,14 @@
  * memory at a time under a hidden staging name, and commit the set. */
 #include "shard.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +43,10 @@ typedef struct {
 	char *mean, *std, *class_names, *sources;
 	int classes;
 	char **staged, **final;
-	int nout, ncommitted;
+	int nout;
+	char *dir, *parent, *base; /* DIR with symlinks resolved, split */
+	char *stage;             /* the hidden sibling the new set is built in */
+	int exists, staging;     /* DIR existed; stage is ours to remove */
 } run;
 
 #define SPOOL_BUF (1u << 20)
@@ -117,6 +123,221 @@ static int make_dir(const char *path)
 	return rc;
 }
 
+/* ---- The output directory: the new set is built aside, swapped in ------ */
+
+/* DIR is replaced as a whole, so that a reader of DIR/ sees the complete
+ * old set or the complete new one, never a mix, whatever happens: the new
+ * set is written into a hidden sibling .BASE.sn-shard-PID, the other files
+ * of DIR are hard-linked into it, and one renameat2(RENAME_EXCHANGE) swaps
+ * the two (where the file system cannot exchange, DIR is renamed aside and
+ * the new one into place, so DIR is briefly absent but never mixed).  A
+ * sibling whose process is gone was left by a kill and is removed by the
+ * next run into DIR. */
+
+#define STAGE_TAG ".sn-shard-"
+
+/* A file of the set sn-shard writes: PREFIX-NNN.safetensors or
+ * val.safetensors, compressed or not. */
+static int in_set(const char *name, const char *prefix)
+{
+	size_t p = strlen(prefix);
+	const char *rest = NULL;
+	if (!strncmp(name, prefix, p) && name[p] == '-' && isdigit((unsigned char)name[p + 1]) &&
+	    isdigit((unsigned char)name[p + 2]) && isdigit((unsigned char)name[p + 3]))
+		rest = name + p + 4;
+	else if (!strncmp(name, "val", 3))
+		rest = name + 3;
+	return rest && (!strcmp(rest, ".safetensors") || !strcmp(rest, ".safetensors.gz"));
+}
+
+/* Remove a staging directory and the files in it (it holds nothing else). */
+static void remove_stage(const char *path)
+{
+	DIR *d = opendir(path);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			(void)unlinkat(dirfd(d), e->d_name, 0);
+	closedir(d);
+	(void)rmdir(path);
+}
+
+/* Siblings .BASE.sn-shard-PID[.old] whose process no longer runs. */
+static void remove_stale_stages(const char *parent, const char *base)
+{
+	DIR *d = opendir(parent);
+	if (!d)
+		return;
+	size_t bl = strlen(base);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		const char *n = e->d_name;
+		if (n[0] != '.' || strncmp(n + 1, base, bl) || strncmp(n + 1 + bl, STAGE_TAG, strlen(STAGE_TAG)))
+			continue;
+		char *end;
+		long pid = strtol(n + 1 + bl + strlen(STAGE_TAG), &end, 10);
+		if ((*end && strcmp(end, ".old")) || pid <= 0)
+			continue;
+		if (pid != getpid() && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+			continue;
+		char *path;
+		if (asprintf(&path, "%s/%s", parent, n) >= 0) {
+			remove_stage(path);
+			free(path);
+		}
+	}
+	closedir(d);
+}
+
+/* DIR may hold files besides the set, carried over; not directories,
+ * which a hard link cannot carry. */
+static int check_dir_entries(run *R)
+{
+	DIR *d = opendir(R->dir);
+	if (!d)
+		return sn_fail(SN_EIO, "cannot read: %s", strerror(errno));
+	int rc = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) && !rc) {
+		struct stat sb;
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
+			rc = sn_fail(SN_EUNSUPPORTED, "holds a directory, %s: sn-shard replaces the whole "
+				     "output directory, which may hold files only", e->d_name);
+	}
+	closedir(d);
+	return rc;
+}
+
+static int split_path(run *R)
+{
+	const char *out = R->o->outdir;
+	struct stat sb;
+	if (lstat(out, &sb) == 0) {
+		R->exists = 1;
+		if (!(R->dir = realpath(out, NULL)))
+			return sn_fail(SN_EIO, "%s", strerror(errno));
+		if (stat(R->dir, &sb) || !S_ISDIR(sb.st_mode))
+			return sn_fail(SN_EIO, "not a directory");
+	} else if (errno != ENOENT) {
+		return sn_fail(SN_EIO, "%s", strerror(errno));
+	} else if (!(R->dir = strdup(out))) {
+		return sn_fail(SN_ENOMEM, "out of memory");
+	}
+	size_t n = strlen(R->dir);
+	while (n > 1 && R->dir[n - 1] == '/')
+		R->dir[--n] = 0;
+	char *slash = strrchr(R->dir, '/');
+	const char *base = slash ? slash + 1 : R->dir;
+	if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+		return sn_fail(SN_EINVAL, "cannot replace this directory; name the output "
+			       "directory from its parent (-o ../NAME)");
+	R->base = strdup(base);
+	R->parent = slash ? strndup(R->dir, slash == R->dir ? 1 : (size_t)(slash - R->dir)) : strdup(".");
+	if (!R->base || !R->parent)
+		return sn_fail(SN_ENOMEM, "out of memory");
+	char cwd[PATH_MAX];
+	if (R->exists && getcwd(cwd, sizeof cwd) && !strcmp(cwd, R->dir))
+		return sn_fail(SN_EINVAL, "is the current directory, which sn-shard would replace; "
+			       "name it from its parent (-o ../%s)", R->base);
+	return 0;
+}
+
+/* Resolve DIR, clean what killed runs left, and create the staging dir. */
+static int out_prepare(run *R)
+{
+	int rc = split_path(R);
+	if (!rc)
+		rc = make_dir(R->parent);
+	if (!rc && R->exists)
+		rc = check_dir_entries(R);
+	if (rc)
+		return rc;
+	remove_stale_stages(R->parent, R->base);
+	if (asprintf(&R->stage, "%s/.%s" STAGE_TAG "%d", R->parent, R->base, (int)getpid()) < 0) {
+		R->stage = NULL;
+		return sn_fail(SN_ENOMEM, "out of memory");
+	}
+	if (mkdir(R->stage, 0777))
+		return sn_fail(SN_EIO, "cannot create %s: %s", R->stage, strerror(errno));
+	R->staging = 1;
+	return 0;
+}
+
+/* Hard-link every file of DIR that is not of the set into the stage. */
+static int carry_over(run *R)
+{
+	DIR *d = opendir(R->dir);
+	if (!d)
+		return sn_fail(SN_EIO, "cannot read: %s", strerror(errno));
+	int sfd = open(R->stage, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+	struct dirent *e;
+	while (sfd >= 0 && !rc && (e = readdir(d))) {
+		const char *n = e->d_name;
+		if (!strcmp(n, ".") || !strcmp(n, "..") || in_set(n, R->o->prefix) ||
+		    !strncmp(n, STAGE_TAG, strlen(STAGE_TAG)))
+			continue;
+		if (linkat(dirfd(d), n, sfd, n, 0))
+			rc = sn_fail(SN_EIO, "cannot keep %s in the new set: %s", n, strerror(errno));
+	}
+	if (sfd < 0)
+		rc = sn_fail(SN_EIO, "%s: %s", R->stage, strerror(errno));
+	else if (!rc && fsync(sfd))
+		rc = sn_fail(SN_EIO, "%s: %s", R->stage, strerror(errno));
+	if (sfd >= 0)
+		close(sfd);
+	closedir(d);
+	return rc;
+}
+
+static void sync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+}
+
+/* The one step that makes the new set visible; then the old one goes. */
+static int publish(run *R)
+{
+	int rc = R->exists ? carry_over(R) : 0;
+	if (rc)
+		return rc;
+	if (!R->exists) {
+		if (rename(R->stage, R->dir))
+			return sn_fail(SN_EIO, "cannot put the new set in place: %s", strerror(errno));
+	} else if (renameat2(AT_FDCWD, R->stage, AT_FDCWD, R->dir, RENAME_EXCHANGE)) {
+		if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+			return sn_fail(SN_EIO, "cannot put the new set in place: %s", strerror(errno));
+		char *old;
+		if (asprintf(&old, "%s.old", R->stage) < 0)
+			return sn_fail(SN_ENOMEM, "out of memory");
+		if (rename(R->dir, old)) {
+			rc = sn_fail(SN_EIO, "cannot rename %s aside: %s", R->dir, strerror(errno));
+		} else if (rename(R->stage, R->dir)) {
+			rc = sn_fail(SN_EIO, "cannot put the new set in place: %s", strerror(errno));
+			(void)rename(old, R->dir);
+		}
+		if (!rc) {
+			remove_stage(old);
+			R->staging = 0;
+		}
+		free(old);
+		if (rc)
+			return rc;
+	}
+	R->staging = 0;
+	sync_dir(R->parent);
+	if (R->exists)
+		remove_stage(R->stage);    /* now the old set */
+	return 0;
+}
+
 /* Pair IDX images with --labels in order, open everything, and check that
  * all inputs agree on format, dtype and record shape. */
 static int open_sources(run *R)
@@ -165,11 +386,11 @@ static int open_sources(run *R)
 
 static int spool_open(run *R)
 {
-	size_t len = strlen(R->o->outdir) + 32;
+	size_t len = strlen(R->stage) + 32;
 	char *tmp = malloc(len);
 	if (!tmp)
 		return sn_fail(SN_ENOMEM, "out of memory");
-	snprintf(tmp, len, "%s/.sn-shard-spool-XXXXXX", R->o->outdir);
+	snprintf(tmp, len, "%s/" STAGE_TAG "spool-XXXXXX", R->stage);
 	R->spool = mkostemp(tmp, O_CLOEXEC);
 	int err = errno;
 	if (R->spool >= 0)
@@ -646,12 +867,10 @@ static int name_outputs(run *R, int nout)
 		int a, b;
 		if (k < o->k) {
 			a = asprintf(&R->final[k], "%s/%s-%03d.safetensors%s", o->outdir, o->prefix, k, gz);
-			b = asprintf(&R->staged[k], "%s/.sn-shard-%d-%s-%03d.safetensors%s", o->outdir,
-				     (int)getpid(), o->prefix, k, gz);
+			b = asprintf(&R->staged[k], "%s/%s-%03d.safetensors%s", R->stage, o->prefix, k, gz);
 		} else {
 			a = asprintf(&R->final[k], "%s/val.safetensors%s", o->outdir, gz);
-			b = asprintf(&R->staged[k], "%s/.sn-shard-%d-val.safetensors%s", o->outdir,
-				     (int)getpid(), gz);
+			b = asprintf(&R->staged[k], "%s/val.safetensors%s", R->stage, gz);
 		}
 		if (a < 0 || b < 0) {
 			R->final[k] = a < 0 ? NULL : R->final[k];
@@ -662,33 +881,24 @@ static int name_outputs(run *R, int nout)
 	return 0;
 }
 
-/* Rename every staged file to its name; the directory is synced so the
- * renames survive a crash. */
-static int commit(run *R, int nout)
+static void count_bytes(run *R, int nout)
 {
 	for (int k = 0; k < nout; k++) {
 		struct stat sb;
 		if (stat(R->staged[k], &sb) == 0)
 			R->r->bytes += (uint64_t)sb.st_size;
-		if (rename(R->staged[k], R->final[k]))
-			return sn_fail(SN_EIO, "cannot rename to %s: %s", R->final[k], strerror(errno));
-		R->ncommitted = k + 1;
 	}
-	int dfd = open(R->o->outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		(void)fsync(dfd);
-		close(dfd);
-	}
-	return 0;
 }
 
 static void run_free(run *R, int failed)
 {
 	int nout = R->o->k + 1;
-	for (int k = 0; failed && R->staged && k < R->nout; k++)
-		unlink(R->staged[k]);
-	for (int k = 0; failed && R->final && k < R->ncommitted; k++)
-		unlink(R->final[k]);
+	if (R->staging)
+		remove_stage(R->stage);
+	free(R->dir);
+	free(R->parent);
+	free(R->base);
+	free(R->stage);
 	for (int k = 0; k < nout; k++) {
 		if (R->staged)
 			free(R->staged[k]);
@@ -733,8 +943,11 @@ static int write_all(run *R)
 		else if (o->progress)
 			o->progress(o->progress_ctx, "writing", k + 1, nout);
 	}
-	if (!rc && !cancelled(o) && (rc = commit(R, nout)))
-		R->r->errfile = o->outdir;
+	if (!rc && !cancelled(o)) {
+		count_bytes(R, nout);
+		if ((rc = publish(R)))
+			R->r->errfile = o->outdir;
+	}
 	if (!rc) {
 		R->r->val_records = off[o->k + 1] - off[o->k];
 		R->r->nfiles = nout;
@@ -749,7 +962,7 @@ int sn_shard_write(const sn_shard_opts *o, sn_shard_result *r)
 	memset(r, 0, sizeof *r);
 	run R = { .o = o, .r = r, .spool = -1 };
 	int rc = check_opts(o);
-	if (!rc && (rc = make_dir(o->outdir)))
+	if (!rc && (rc = out_prepare(&R)))
 		r->errfile = o->outdir;
 	if (!rc)
 		rc = open_sources(&R);

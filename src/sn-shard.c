@@ -17,7 +17,7 @@ static void usage(void)
 	       "Split INPUT (IDX images with --labels, CIFAR-10/100 binary batches, CSV/TSV,\n"
 	       "or sn data files; '-' is stdin) into DIR/PREFIX-000.safetensors ...\n\n"
 	       "  -k, --shards K            number of shards (1..999)\n"
-	       "  -o, --output DIR          output directory (created if missing)\n"
+	       "  -o, --output DIR          output directory (its set is replaced as a whole)\n"
 	       "  -l, --labels FILE         IDX labels for the IDX images (once per image file)\n"
 	       "      --prefix NAME         shard file prefix (default: shard)\n"
 	       "  -z, --compress            write .safetensors.gz\n"

@@ -70,6 +70,36 @@ PY
 # The directory holds nothing at all: no shard, no staged or spool file.
 assert_empty_dir() {
 	[ -z "$(ls -A "$1" 2>/dev/null)" ] || { echo "left behind: $(ls -A "$1")"; return 1; }
+	assert_no_stage "$1"
+}
+
+# No hidden staging directory of DIR left beside it.
+assert_no_stage() {
+	local left
+	left=$(ls -A "$(dirname "$1")" | grep -F ".$(basename "$1").sn-shard-" || true)
+	[ -z "$left" ] || { echo "staging left behind: $left"; return 1; }
+}
+
+# snap DIR: its file names and contents, to compare whole sets.
+snap() {
+	(cd "$1" && for f in $(ls -A | sort); do printf '%s %s\n' "$f" "$(md5sum <"$f")"; done)
+}
+
+# strace_inject SPEC CMD...: CMD with a fault injected by strace (LeakSanitizer
+# cannot run under ptrace, so leak checks are off for this one process).
+strace_inject() {
+	local spec=$1; shift
+	ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
+		strace -f -qq -o /dev/null -e trace=rename,renameat2 -e inject="$spec" "$@"
+}
+
+# The faults to try, one run each: every rename in turn (strace counts each
+# syscall on its own), then the first renameat2.
+FAULTS="$(for i in $(seq 1 8); do echo rename:when=$i; done) renameat2:when=1"
+
+need_strace() {
+	command -v strace >/dev/null && strace -qq -o /dev/null true 2>/dev/null ||
+		skip "strace cannot trace here"
 }
 
 @test "sn-shard --help prints usage on stdout and exits 0" {
@@ -496,7 +526,7 @@ assert j["bytes"] == sum(len(open(p, "rb").read()) for p in j["files"]) and len(
 	pid=$!
 	exec 5>pipe
 	printf '1,2,0\n' >&5
-	for _ in $(seq 100); do [ -d out ] && break; sleep 0.05; done
+	for _ in $(seq 100); do ls -d .out.sn-shard-* >/dev/null 2>&1 && break; sleep 0.05; done
 	sleep 0.1
 	kill -TERM "$pid"
 	rc=0
@@ -505,6 +535,83 @@ assert j["bytes"] == sum(len(open(p, "rb").read()) for p in j["files"]) and len(
 	[ "$rc" -eq 1 ]
 	[ "$(cat err)" = "sn-shard: out: interrupted" ]
 	assert_empty_dir out
+}
+
+@test "sn-shard replaces the set in DIR as a whole, keeping DIR's other files" {
+	mkidx a 20
+	mkidx b 30 4 3 3 9
+	sn-shard a-images --labels a-labels -k 3 --val 0.2 -o out 2>/dev/null
+	: >out/notes.txt
+	sn-shard b-images --labels b-labels -k 2 -o out 2>/dev/null
+	[ "$(ls -A out | tr '\n' ' ')" = "notes.txt shard-000.safetensors shard-001.safetensors " ]
+	sn-shard b-images --labels b-labels -k 2 -o ref 2>/dev/null
+	cmp out/shard-001.safetensors ref/shard-001.safetensors
+	assert_no_stage out
+	ln -s out link
+	sn-shard a-images --labels a-labels -k 1 -o link/ 2>/dev/null
+	[ -L link ] && [ -f out/shard-000.safetensors ] && [ ! -e out/shard-001.safetensors ]
+}
+
+@test "sn-shard refuses to replace a directory holding a directory, or the current one" {
+	mkidx a 20
+	mkdir -p out/sub
+	run sn-shard a-images --labels a-labels -k 1 -o out
+	[ "$status" -eq 1 ]
+	assert_one_line_error out
+	[ "$(ls -A out)" = sub ]
+	mkdir here && cd here
+	run sn-shard ../a-images --labels ../a-labels -k 1 -o .
+	[ "$status" -eq 2 ]
+	[ -z "$(ls -A .)" ]
+}
+
+@test "sn-shard: a rename failing at any point while re-sharding leaves the older set whole" {
+	need_strace
+	mkidx a 20
+	mkidx b 30 4 3 3 9
+	sn-shard a-images --labels a-labels -k 3 --val 0.2 -o orig 2>/dev/null
+	: >orig/notes.txt
+	old=$(snap orig)
+	failed=0
+	for f in $FAULTS; do
+		rm -rf out && cp -a orig out
+		run strace_inject "${f%%:*}:error=EIO:${f#*:}" sn-shard b-images --labels b-labels -k 2 -o out
+		[ "$status" -eq 0 ] && continue
+		echo "$f: $output"
+		[ "$status" -eq 1 ]
+		assert_one_line_error out
+		[ "$(snap out)" = "$old" ]
+		assert_no_stage out
+		failed=$((failed + 1))
+	done
+	[ "$failed" -ge 3 ]      # both shards' writes and the exchange
+}
+
+@test "sn-shard killed at any rename leaves the old set or the new one, and the next run cleans up" {
+	need_strace
+	mkidx a 20
+	mkidx b 30 4 3 3 9
+	sn-shard a-images --labels a-labels -k 3 --val 0.2 -o orig 2>/dev/null
+	sn-shard b-images --labels b-labels -k 2 -o new 2>/dev/null
+	: >orig/notes.txt
+	: >new/notes.txt
+	old=$(snap orig) new=$(snap new)
+	killed=0
+	for f in $FAULTS; do
+		rm -rf out && cp -a orig out
+		run strace_inject "${f%%:*}:signal=SIGKILL:${f#*:}" sn-shard b-images --labels b-labels -k 2 -o out
+		[ "$status" -eq 0 ] && continue
+		echo "$f: status $status"
+		[ "$status" -eq 137 ]
+		killed=$((killed + 1))
+		now=$(snap out)
+		[ "$now" = "$old" ] || [ "$now" = "$new" ]
+		run sn-shard b-images --labels b-labels -k 2 -o out
+		[ "$status" -eq 0 ]
+		[ "$(snap out)" = "$new" ]
+		assert_no_stage out
+	done
+	[ "$killed" -ge 3 ]
 }
 
 @test "sn-shard refuses a corrupt sn data file" {

@@ -304,6 +304,19 @@ static int entries(const char *dir)
 	return n;
 }
 
+/* Hidden staging directories sn-shard left in dir. */
+static int stages(const char *dir)
+{
+	DIR *d = opendir(dir);
+	int n = 0;
+	if (!d)
+		return -1;
+	for (struct dirent *e; (e = readdir(d));)
+		n += strstr(e->d_name, ".sn-shard-") != NULL;
+	closedir(d);
+	return n;
+}
+
 static void shard_failure_leaves_nothing(void **state)
 {
 	fixture *f = *state;
@@ -316,13 +329,15 @@ static void shard_failure_leaves_nothing(void **state)
 	o.k = 6;
 	assert_int_equal(sn_shard_write(&o, &r), SN_EMISMATCH);
 	assert_string_equal(r.errfile, in[0]);
-	assert_int_equal(entries(out), 0);
+	assert_int_equal(entries(out), -1);     /* not even created */
+	assert_int_equal(stages(f->dir), 0);
 	o.k = 2;
 	o.val = 0.5;
 	o.classes = 1;
 	assert_int_equal(sn_shard_write(&o, &r), SN_EFORMAT);
 	assert_string_equal(r.errfile, lb[0]);
-	assert_int_equal(entries(out), 0);
+	assert_int_equal(entries(out), -1);
+	assert_int_equal(stages(f->dir), 0);
 	o.classes = 0;
 	o.nlabels = 0;
 	assert_int_equal(sn_shard_write(&o, &r), SN_EINVAL);
