@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "parallel.h"
 #include "rng.h"
 
 /* Options a layer may take in YAML.  Each kind says which it accepts. */
@@ -59,10 +60,18 @@ typedef struct sn_layer sn_layer;
 typedef struct {
 	int training;            /* batchnorm batch stats, dropout active */
 	sn_rng *rng;             /* dropout masks */
-	float *scratch;          /* shared temporary space, see scratch_* */
+	float *scratch;          /* temporary space, see scratch_*: thread t's ... */
+	int64_t scratch_stride;  /* ... at scratch + t * scratch_stride */
+	sn_parallel *pool;       /* runs a layer's units; NULL: all on the caller */
 	const int32_t *labels;   /* loss layer: [B] */
 	double loss;             /* loss layer writes the mean loss here */
 } sn_pass;
+
+/* Thread t's scratch area (see sn_parallel_fn). */
+static inline float *sn_pass_scratch(const sn_pass *p, int thread)
+{
+	return p->scratch + thread * p->scratch_stride;
+}
 
 typedef struct {
 	const char *name;            /* YAML kind: "conv", "relu", ... */
@@ -120,7 +129,8 @@ struct sn_layer {
 	 * forward to backward (masks, argmax, normalised inputs) and is private
 	 * to the layer: saved_per_example*B + saved_fixed floats at l->saved.
 	 * `scratch` is temporary and shared by all layers (sn_pass.scratch):
-	 * scratch_per_example*B + scratch_fixed floats. */
+	 * scratch_per_example*B + scratch_fixed floats for each thread.
+	 * Results must not depend on the thread count (lib/parallel.h). */
 	int64_t saved_per_example, saved_fixed;
 	int64_t scratch_per_example, scratch_fixed;
 	float *saved;

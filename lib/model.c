@@ -107,10 +107,25 @@ static int alloc_workspaces(sn_model *m)
 		scratch = s > scratch ? s : scratch;
 		saved += v;
 	}
+	/* whole cache lines apart, so every thread's area is aligned alike */
+	m->scratch_stride = (scratch + 15) / 16 * 16;
+	const int threads = sn_parallel_threads(m->pool);
+	if (m->scratch_stride > INT64_MAX / 2 / threads)
+		return sn_fail(SN_ENOMEM, "scratch too large for %d threads", threads);
 	int err;
-	if ((err = alloc_floats(&m->scratch, scratch)) || (err = alloc_floats(&m->saved, saved)))
+	free(m->scratch);
+	free(m->saved);
+	m->scratch = m->saved = NULL;
+	if ((err = alloc_floats(&m->scratch, m->scratch_stride * threads)) ||
+	    (err = alloc_floats(&m->saved, saved)))
 		return err;
 	return 0;
+}
+
+int sn_model_use_pool(sn_model *m, sn_parallel *pool)
+{
+	m->pool = pool;
+	return alloc_workspaces(m);
 }
 
 /* Point each layer's saved area into this model's buffer.  Done before
@@ -207,7 +222,8 @@ int sn_model_forward(sn_model *m, const float *x, const int32_t *y, int B,
 		return sn_fail(SN_EINVAL, "batch of %d outside 1..%d", B, m->max_batch);
 	memcpy(m->act[0], x, (size_t)(act_size(net, 0) * B) * sizeof *x);
 	bind_saved(m);
-	sn_pass p = {.training = training, .rng = rng, .scratch = m->scratch, .labels = y};
+	sn_pass p = {.training = training, .rng = rng, .scratch = m->scratch,
+		     .scratch_stride = m->scratch_stride, .pool = m->pool, .labels = y};
 	for (int i = 0; i < n; i++) {
 		sn_layer *l = &net->layers[i];
 		double t0 = m->profile ? now() : 0;
@@ -268,7 +284,8 @@ void sn_model_backward(sn_model *m, int B)
 	for (int a = 1; a <= net->nlayers; a++)
 		if (m->summed[a])
 			memset(m->dact[a], 0, (size_t)(act_size(net, a) * B) * sizeof(float));
-	sn_pass p = {.training = 1, .scratch = m->scratch};
+	sn_pass p = {.training = 1, .scratch = m->scratch, .scratch_stride = m->scratch_stride,
+		     .pool = m->pool};
 	for (int i = net->nlayers - 1; i >= 0; i--) {
 		sn_layer *l = &net->layers[i];
 		if (!m->live[i])

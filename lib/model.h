@@ -5,6 +5,7 @@
 #define SN_MODEL_H
 
 #include "net.h"
+#include "parallel.h"
 #include "rng.h"
 
 typedef struct {
@@ -18,7 +19,9 @@ typedef struct {
 	 * loss; backward skips the others, whose gradients are all zero. */
 	unsigned char *summed, *live;
 	float *dshare;
-	float *scratch;      /* shared by all layers (sn_pass.scratch) */
+	float *scratch;      /* shared by all layers (sn_pass.scratch), per thread */
+	int64_t scratch_stride;
+	sn_parallel *pool;   /* NULL: one thread; set by sn_model_use_pool */
 	float *saved;        /* backs every layer's l->saved */
 	int profile;         /* when set, forward/backward add each layer's
 	                      * wall seconds to seconds_forward/backward[i] */
@@ -27,6 +30,10 @@ typedef struct {
 
 int sn_model_init(sn_model *m, sn_net *net, int max_batch) SN_MUST_CHECK;
 void sn_model_free(sn_model *m);
+
+/* Run the layers on pool's threads (NULL: the caller's alone), which does
+ * not change any result.  Resizes the scratch area for the pool. */
+int sn_model_use_pool(sn_model *m, sn_parallel *pool) SN_MUST_CHECK;
 
 /* Forward x[B, input] (normalised floats).  With labels y (may be NULL when
  * the caller only wants outputs) *loss gets the mean cross-entropy.

@@ -30,7 +30,8 @@ static const char usage_text[] =
 	"  -p, --predictions FILE  one line per example: index, label, predicted,\n"
 	"                          probability ('-' for stdout; the report then goes\n"
 	"                          to stderr)\n"
-	"  -j, --threads T         OpenBLAS threads (default 1)\n"
+	"  -j, --threads T         threads (default: the cores); results do not\n"
+	"                          depend on it\n"
 	"  -h, --help              show this help\n"
 	"  -V, --version           show the version\n"
 	"\n"
@@ -65,7 +66,7 @@ typedef struct {
 static void parse_options(int argc, char **argv, options *o)
 {
 	int c;
-	*o = (options){.batch = 256, .k = 5, .threads = 1};
+	*o = (options){.batch = 256, .k = 5, .threads = 0};
 	o->data = calloc((size_t)argc, sizeof *o->data);
 	if (!o->data)
 		sn_cli_usage_error("out of memory");
@@ -112,6 +113,7 @@ static void parse_options(int argc, char **argv, options *o)
 typedef struct {
 	sn_net net;
 	sn_model model;
+	sn_parallel *pool;
 	sn_eval eval;
 	char **names;
 	int have_net, have_model, have_eval;
@@ -124,6 +126,7 @@ static void run_free(run *r)
 		sn_eval_free(&r->eval);
 	if (r->have_model)
 		sn_model_free(&r->model);
+	sn_parallel_free(r->pool);
 	if (r->have_net)
 		sn_net_free(&r->net);
 }
@@ -143,6 +146,9 @@ static int evaluate(const options *o, run *r)
 	if ((err = sn_model_init(&r->model, &r->net, o->batch)))
 		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	r->have_model = 1;
+	if ((err = sn_parallel_create(&r->pool, o->threads ? o->threads : sn_parallel_cores())) ||
+	    (err = sn_model_use_pool(&r->model, r->pool)))
+		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	for (int i = 0; i < o->ndata; i++) {
 		sn_data d;
 		if ((err = sn_data_open(o->data[i], &d)))
@@ -287,7 +293,8 @@ int main(int argc, char **argv)
 	int rc, err;
 	sn_cli_init("sn-eval");
 	parse_options(argc, argv, &o);
-	openblas_set_num_threads(o.threads);
+	/* sn splits the work itself, in a way that does not change results */
+	openblas_set_num_threads(1);
 	if ((rc = evaluate(&o, &r)))
 		goto out;
 	if (o.predictions && (err = sn_eval_write_predictions(&r.eval, o.predictions))) {

@@ -27,7 +27,8 @@ static const char usage_text[] =
 	"  -n, --iters N           at most N steps (default 100)\n"
 	"  -t, --time-limit SECS   stop after SECS seconds (at least one step runs)\n"
 	"  -b, --batch B           minibatch size (default: the net's solver: batch)\n"
-	"  -j, --threads T         OpenBLAS threads (default 1)\n"
+	"  -j, --threads T         threads (default: the cores); results do not\n"
+	"                          depend on it\n"
 	"      --seed S            data order and dropout seed (default 1)\n"
 	"      --solver NAME       sgd momentum nesterov adagrad rmsprop adam adamw\n"
 	"      --lr X              base learning rate\n"
@@ -94,7 +95,7 @@ static void add_override(options *o, const char *key, const char *value)
 static void parse_options(int argc, char **argv, options *o)
 {
 	int c;
-	*o = (options){.iters = 100, .threads = 1, .seed = 1};
+	*o = (options){.iters = 100, .threads = 0, .seed = 1};
 	while ((c = getopt_long(argc, argv, "w:d:o:s:n:t:b:j:qhV", long_options, NULL)) != -1) {
 		switch (c) {
 		case 'w': o->weights = optarg; break;
@@ -205,6 +206,7 @@ typedef struct {
 	sn_net net;
 	sn_data data;
 	sn_model model;
+	sn_parallel *pool;
 	sn_train_state state;
 	sn_solver_config solver;
 	int64_t round, steps;
@@ -217,6 +219,7 @@ static void run_free(run *r)
 		sn_train_state_free(&r->state);
 	if (r->have_model)
 		sn_model_free(&r->model);
+	sn_parallel_free(r->pool);
 	if (r->have_data)
 		sn_data_close(&r->data);
 	if (r->have_net)
@@ -259,6 +262,9 @@ static int open_inputs(const options *o, run *r)
 	if ((err = sn_model_init(&r->model, &r->net, r->solver.batch)))
 		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	r->have_model = 1;
+	if ((err = sn_parallel_create(&r->pool, o->threads ? o->threads : sn_parallel_cores())) ||
+	    (err = sn_model_use_pool(&r->model, r->pool)))
+		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	r->model.profile = o->profile;
 	return 0;
 }
@@ -357,7 +363,8 @@ int main(int argc, char **argv)
 	parse_options(argc, argv, &o);
 	if (o.check_args)
 		return check_args(&o);
-	openblas_set_num_threads(o.threads);
+	/* sn splits the work itself, in a way that does not change results */
+	openblas_set_num_threads(1);
 	if ((rc = open_inputs(&o, &r)))
 		goto out;
 	progress_ctx pc = {.last = -1, .iters = o.iters};

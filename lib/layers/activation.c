@@ -50,18 +50,67 @@ static void relu_grad_kernel(const float *restrict in, const float *restrict dou
 		din[i] = in[i] > 0.0f ? dout[i] : 0.0f;
 }
 
+/* The passes run in units of SPAN floats, whatever the thread count.
+ * A span's function gets the pass's arrays at the span's start (NULL where
+ * the pass has none) and writes dst. */
+#define SPAN 16384
+
+typedef void span_fn(const sn_layer *l, const float *in, const float *out, const float *dout,
+		     float *dst, int64_t n);
+
+typedef struct {
+	const sn_layer *l;
+	span_fn *fn;
+	const float *in, *out, *dout;
+	float *dst;
+	int64_t n;
+} span_job;
+
+static const float *at(const float *x, int64_t i)
+{
+	return x ? x + i : NULL;
+}
+
+static void span_unit(void *ctx, int64_t unit, int thread)
+{
+	(void)thread;
+	const span_job *j = ctx;
+	const int64_t i = unit * SPAN, n = j->n - i < SPAN ? j->n - i : SPAN;
+	j->fn(j->l, at(j->in, i), at(j->out, i), at(j->dout, i), j->dst + i, n);
+}
+
+static void for_spans(const sn_pass *p, const sn_layer *l, span_fn *fn, const float *in,
+		      const float *out, const float *dout, float *dst, int B)
+{
+	span_job j = {l, fn, in, out, dout, dst, batch_size(l, B)};
+	sn_parallel_for(p->pool, (j.n + SPAN - 1) / SPAN, span_unit, &j);
+}
+
+static void relu_span(const sn_layer *l, const float *in, const float *out, const float *dout,
+		      float *dst, int64_t n)
+{
+	(void)l, (void)out, (void)dout;
+	relu_kernel(in, dst, n);
+}
+
+static void relu_grad_span(const sn_layer *l, const float *in, const float *out,
+			   const float *dout, float *dst, int64_t n)
+{
+	(void)l, (void)out;
+	relu_grad_kernel(in, dout, dst, n);
+}
+
 static void relu_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
-	(void)p;
-	relu_kernel(in, out, batch_size(l, B));
+	for_spans(p, l, relu_span, in, NULL, NULL, out, B);
 }
 
 static void relu_backward(sn_layer *l, const float *in, const float *out,
 			  const float *dout, float *din, int B, sn_pass *p)
 {
-	(void)out, (void)p;
+	(void)out;
 	if (din)
-		relu_grad_kernel(in, dout, din, batch_size(l, B));
+		for_spans(p, l, relu_grad_span, in, NULL, dout, din, B);
 }
 
 static int leaky_relu_setup(sn_layer *l)
@@ -79,67 +128,97 @@ static float slope_of(const sn_layer *l)
 	return (l->opt_set & (1u << SN_OPT_SLOPE)) ? (float)l->opt[SN_OPT_SLOPE] : 0.01f;
 }
 
-static void leaky_relu_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
+static void leaky_relu_span(const sn_layer *l, const float *in, const float *out,
+			    const float *dout, float *dst, int64_t n)
 {
-	(void)p;
-	const int64_t n = batch_size(l, B);
+	(void)out, (void)dout;
 	const float a = slope_of(l);
 	for (int64_t i = 0; i < n; i++)
-		out[i] = in[i] < 0.0f ? a * in[i] : in[i];
+		dst[i] = in[i] < 0.0f ? a * in[i] : in[i];
+}
+
+static void leaky_relu_grad_span(const sn_layer *l, const float *in, const float *out,
+				 const float *dout, float *dst, int64_t n)
+{
+	(void)out;
+	const float a = slope_of(l);
+	for (int64_t i = 0; i < n; i++)
+		dst[i] = in[i] > 0.0f ? dout[i] : a * dout[i];
+}
+
+static void leaky_relu_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
+{
+	for_spans(p, l, leaky_relu_span, in, NULL, NULL, out, B);
 }
 
 static void leaky_relu_backward(sn_layer *l, const float *in, const float *out,
 				const float *dout, float *din, int B, sn_pass *p)
 {
-	(void)out, (void)p;
-	if (!din)
-		return;
-	const int64_t n = batch_size(l, B);
-	const float a = slope_of(l);
-	for (int64_t i = 0; i < n; i++)
-		din[i] = in[i] > 0.0f ? dout[i] : a * dout[i];
+	(void)out;
+	if (din)
+		for_spans(p, l, leaky_relu_grad_span, in, NULL, dout, din, B);
 }
 
 static int tanh_setup(sn_layer *l) { return elementwise_setup(l, 4, 3); }
 
+static void tanh_span(const sn_layer *l, const float *in, const float *out, const float *dout,
+		      float *dst, int64_t n)
+{
+	(void)l, (void)out, (void)dout;
+	for (int64_t i = 0; i < n; i++)
+		dst[i] = tanhf(in[i]);
+}
+
+static void tanh_grad_span(const sn_layer *l, const float *in, const float *out,
+			   const float *dout, float *dst, int64_t n)
+{
+	(void)l, (void)in;
+	for (int64_t i = 0; i < n; i++)
+		dst[i] = dout[i] * (1.0f - out[i] * out[i]);
+}
+
 static void tanh_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
-	(void)p;
-	const int64_t n = batch_size(l, B);
-	for (int64_t i = 0; i < n; i++)
-		out[i] = tanhf(in[i]);
+	for_spans(p, l, tanh_span, in, NULL, NULL, out, B);
 }
 
 static void tanh_backward(sn_layer *l, const float *in, const float *out,
 			  const float *dout, float *din, int B, sn_pass *p)
 {
-	(void)in, (void)p;
-	if (!din)
-		return;
-	const int64_t n = batch_size(l, B);
-	for (int64_t i = 0; i < n; i++)
-		din[i] = dout[i] * (1.0f - out[i] * out[i]);
+	(void)in;
+	if (din)
+		for_spans(p, l, tanh_grad_span, NULL, out, dout, din, B);
 }
 
 static int sigmoid_setup(sn_layer *l) { return elementwise_setup(l, 4, 3); }
 
+static void sigmoid_span(const sn_layer *l, const float *in, const float *out,
+			 const float *dout, float *dst, int64_t n)
+{
+	(void)l, (void)out, (void)dout;
+	for (int64_t i = 0; i < n; i++)
+		dst[i] = 1.0f / (1.0f + expf(-in[i]));
+}
+
+static void sigmoid_grad_span(const sn_layer *l, const float *in, const float *out,
+			      const float *dout, float *dst, int64_t n)
+{
+	(void)l, (void)in;
+	for (int64_t i = 0; i < n; i++)
+		dst[i] = dout[i] * out[i] * (1.0f - out[i]);
+}
+
 static void sigmoid_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
-	(void)p;
-	const int64_t n = batch_size(l, B);
-	for (int64_t i = 0; i < n; i++)
-		out[i] = 1.0f / (1.0f + expf(-in[i]));
+	for_spans(p, l, sigmoid_span, in, NULL, NULL, out, B);
 }
 
 static void sigmoid_backward(sn_layer *l, const float *in, const float *out,
 			     const float *dout, float *din, int B, sn_pass *p)
 {
-	(void)in, (void)p;
-	if (!din)
-		return;
-	const int64_t n = batch_size(l, B);
-	for (int64_t i = 0; i < n; i++)
-		din[i] = dout[i] * out[i] * (1.0f - out[i]);
+	(void)in;
+	if (din)
+		for_spans(p, l, sigmoid_grad_span, NULL, out, dout, din, B);
 }
 
 const sn_layer_kind sn_kind_relu = {

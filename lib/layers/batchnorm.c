@@ -65,70 +65,97 @@ static void batch_stats(const bn_geom *g, const float *in, int B, int64_t c,
 	*var = sq / n;
 }
 
-static void batchnorm_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
+/* Every channel's statistics and outputs are its own, so the passes run
+ * one unit per channel, whatever the thread count. */
+typedef struct {
+	const sn_layer *l;
+	bn_geom g;
+	const float *in, *dout;
+	float *out, *din;
+	int B, training;
+} bn_job;
+
+static void forward_channel(void *ctx, int64_t c, int thread)
 {
-	const bn_geom g = geom_of(l);
-	const float *gamma = l->w[0], *beta = l->w[1];
-	float *rmean = l->w[2], *rvar = l->w[3];
+	(void)thread;
+	const bn_job *j = ctx;
+	const sn_layer *l = j->l;
+	const bn_geom g = j->g;
+	const int B = j->B;
+	const float *gamma = l->w[0], *beta = l->w[1], *in = j->in;
+	float *rmean = l->w[2], *rvar = l->w[3], *out = j->out;
 	float *xhat = l->saved, *invstd = l->saved + sn_shape_size(&l->in) * B;
 	const double n = (double)B * (double)g.HW;
-	for (int64_t c = 0; c < g.C; c++) {
-		double mean, var;
-		if (p->training) {
-			batch_stats(&g, in, B, c, &mean, &var);
-			double unbiased = n > 1 ? var * n / (n - 1) : var;
-			rmean[c] = (float)((1 - g.momentum) * rmean[c] + g.momentum * mean);
-			rvar[c] = (float)((1 - g.momentum) * rvar[c] + g.momentum * unbiased);
-		} else {
-			mean = rmean[c];
-			var = rvar[c];
+	double mean, var;
+	if (j->training) {
+		batch_stats(&g, in, B, c, &mean, &var);
+		double unbiased = n > 1 ? var * n / (n - 1) : var;
+		rmean[c] = (float)((1 - g.momentum) * rmean[c] + g.momentum * mean);
+		rvar[c] = (float)((1 - g.momentum) * rvar[c] + g.momentum * unbiased);
+	} else {
+		mean = rmean[c];
+		var = rvar[c];
+	}
+	const float m = (float)mean, is = (float)(1.0 / sqrt(var + g.eps));
+	invstd[c] = is;
+	for (int64_t b = 0; b < B; b++) {
+		const int64_t off = (b * g.C + c) * g.HW;
+		for (int64_t i = 0; i < g.HW; i++) {
+			float h = (in[off + i] - m) * is;
+			xhat[off + i] = h;
+			out[off + i] = gamma[c] * h + beta[c];
 		}
-		const float m = (float)mean, is = (float)(1.0 / sqrt(var + g.eps));
-		invstd[c] = is;
-		for (int64_t b = 0; b < B; b++) {
-			const int64_t off = (b * g.C + c) * g.HW;
-			for (int64_t i = 0; i < g.HW; i++) {
-				float h = (in[off + i] - m) * is;
-				xhat[off + i] = h;
-				out[off + i] = gamma[c] * h + beta[c];
-			}
+	}
+}
+
+static void batchnorm_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
+{
+	bn_job j = {.l = l, .g = geom_of(l), .in = in, .out = out, .B = B,
+		    .training = p->training};
+	sn_parallel_for(p->pool, j.g.C, forward_channel, &j);
+}
+
+static void backward_channel(void *ctx, int64_t c, int thread)
+{
+	(void)thread;
+	const bn_job *j = ctx;
+	const sn_layer *l = j->l;
+	const bn_geom g = j->g;
+	const int B = j->B;
+	const float *gamma = l->w[0], *dout = j->dout;
+	const float *xhat = l->saved, *invstd = l->saved + sn_shape_size(&l->in) * B;
+	float *din = j->din;
+	const double n = (double)B * (double)g.HW;
+	double sum_dy = 0, sum_dy_xhat = 0;
+	for (int64_t b = 0; b < B; b++) {
+		const int64_t off = (b * g.C + c) * g.HW;
+		for (int64_t i = 0; i < g.HW; i++) {
+			sum_dy += dout[off + i];
+			sum_dy_xhat += (double)dout[off + i] * xhat[off + i];
 		}
+	}
+	if (l->dw[0])
+		l->dw[0][c] += (float)sum_dy_xhat;
+	if (l->dw[1])
+		l->dw[1][c] += (float)sum_dy;
+	if (!din)
+		return;
+	const float k = (float)(gamma[c] * invstd[c] / n);
+	const float s_dy = (float)sum_dy, s_dy_xhat = (float)sum_dy_xhat;
+	const float fn = (float)n;
+	for (int64_t b = 0; b < B; b++) {
+		const int64_t off = (b * g.C + c) * g.HW;
+		for (int64_t i = 0; i < g.HW; i++)
+			din[off + i] = k * (fn * dout[off + i] - s_dy - xhat[off + i] * s_dy_xhat);
 	}
 }
 
 static void batchnorm_backward(sn_layer *l, const float *in, const float *out,
 			       const float *dout, float *din, int B, sn_pass *p)
 {
-	(void)in, (void)out, (void)p;
-	const bn_geom g = geom_of(l);
-	const float *gamma = l->w[0];
-	const float *xhat = l->saved, *invstd = l->saved + sn_shape_size(&l->in) * B;
-	const double n = (double)B * (double)g.HW;
-	for (int64_t c = 0; c < g.C; c++) {
-		double sum_dy = 0, sum_dy_xhat = 0;
-		for (int64_t b = 0; b < B; b++) {
-			const int64_t off = (b * g.C + c) * g.HW;
-			for (int64_t i = 0; i < g.HW; i++) {
-				sum_dy += dout[off + i];
-				sum_dy_xhat += (double)dout[off + i] * xhat[off + i];
-			}
-		}
-		if (l->dw[0])
-			l->dw[0][c] += (float)sum_dy_xhat;
-		if (l->dw[1])
-			l->dw[1][c] += (float)sum_dy;
-		if (!din)
-			continue;
-		const float k = (float)(gamma[c] * invstd[c] / n);
-		const float s_dy = (float)sum_dy, s_dy_xhat = (float)sum_dy_xhat;
-		const float fn = (float)n;
-		for (int64_t b = 0; b < B; b++) {
-			const int64_t off = (b * g.C + c) * g.HW;
-			for (int64_t i = 0; i < g.HW; i++)
-				din[off + i] = k * (fn * dout[off + i] - s_dy -
-						    xhat[off + i] * s_dy_xhat);
-		}
-	}
+	(void)in, (void)out;
+	bn_job j = {.l = l, .g = geom_of(l), .dout = dout, .din = din, .B = B};
+	sn_parallel_for(p->pool, j.g.C, backward_channel, &j);
 }
 
 const sn_layer_kind sn_kind_batchnorm = {

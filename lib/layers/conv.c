@@ -54,6 +54,7 @@ static int64_t chunk_of(const conv_geom *g)
 }
 
 static int64_t scratch_floats(const conv_geom *g);
+static int64_t saved_floats(const conv_geom *g);
 
 static int conv_setup(sn_layer *l)
 {
@@ -92,7 +93,8 @@ static int conv_setup(sn_layer *l)
 	int64_t macs = F * ckk * spatial;
 	l->flops_forward = 2 * macs + (bias ? F * spatial : 0);
 	l->flops_backward = 4 * macs + (bias ? F * spatial : 0);
-	l->saved_per_example = l->saved_fixed = 0;
+	l->saved_per_example = 0;
+	l->saved_fixed = saved_floats(&g);
 	l->scratch_per_example = 0;
 	l->scratch_fixed = scratch_floats(&g);
 	return 0;
@@ -352,7 +354,7 @@ static void lower(const conv_geom *g, const float *in, float *cols, float *padde
 }
 
 /* Scratch floats of conv_apply: a chunk's columns, its GEMM result and
- * its padded copy, in that order. */
+ * its padded copy, in that order, for each thread. */
 static int64_t apply_scratch(const conv_geom *g)
 {
 	const int64_t S = g->OH * g->OW, ckk = g->C * g->k * g->k;
@@ -365,41 +367,70 @@ static void fill_floats(float *restrict dst, float v, int64_t n)
 		dst[i] = v;
 }
 
+/* out[n,F,OH,OW] = w conv in (+ bias, unless NULL), in NCHW, for the n
+ * examples of one chunk. */
+static void apply_chunk(const conv_geom *g, const float *w, const float *bias, const float *in,
+			float *out, int64_t n, float *scratch)
+{
+	const int64_t S = g->OH * g->OW, ckk = g->C * g->k * g->k, ns = n * S;
+	float *cols = scratch, *y = cols + ckk * S * chunk_of(g), *padded = y + g->F * S * chunk_of(g);
+	lower(g, in, cols, padded, n);
+	if (n == 1) {
+		/* one example's product is NCHW already: the bias (or 0)
+		 * goes in first, and beta 1 spares OpenBLAS its beta pass */
+		for (int64_t f = 0; f < g->F; f++)
+			fill_floats(out + f * S, bias ? bias[f] : 0.0f, S);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->F, (int)S,
+			    (int)ckk, 1.0f, w, (int)ckk, cols, (int)S, 1.0f, out, (int)S);
+		return;
+	}
+	/* zeroed here and summed into (beta 1): OpenBLAS's own beta-0
+	 * pass over the output was 4% of cifar10_quick's conv1 */
+	memset(y, 0, (size_t)(g->F * ns) * sizeof *y);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->F, (int)ns, (int)ckk,
+		    1.0f, w, (int)ckk, cols, (int)ns, 1.0f, y, (int)ns);
+	for (int64_t b = 0; b < n; b++)
+		for (int64_t f = 0; f < g->F; f++)
+			copy_plus(out + (b * g->F + f) * S, y + f * ns + b * S,
+				  bias ? bias[f] : 0.0f, S);
+}
+
+/* One pass over a batch, one unit per chunk of examples. */
+typedef struct {
+	const conv_geom *g;
+	const float *w, *bias, *in;
+	float *out;
+	int64_t B;
+	const sn_pass *p;
+} apply_job;
+
+static int64_t chunks_of(const conv_geom *g, int64_t B)
+{
+	return (B + chunk_of(g) - 1) / chunk_of(g);
+}
+
+static void apply_unit(void *ctx, int64_t unit, int thread)
+{
+	const apply_job *j = ctx;
+	const conv_geom *g = j->g;
+	const int64_t chunk = chunk_of(g), b0 = unit * chunk;
+	const int64_t n = j->B - b0 < chunk ? j->B - b0 : chunk;
+	apply_chunk(g, j->w, j->bias, j->in + b0 * g->C * g->H * g->W,
+		    j->out + b0 * g->F * g->OH * g->OW, n, sn_pass_scratch(j->p, thread));
+}
+
 /* out[B,F,OH,OW] = w conv in (+ bias, unless NULL), in NCHW. */
 static void conv_apply(const conv_geom *g, const float *w, const float *bias, const float *in,
-		       float *out, int64_t B, float *scratch)
+		       float *out, int64_t B, const sn_pass *p)
 {
-	const int64_t S = g->OH * g->OW, ckk = g->C * g->k * g->k, chunk = chunk_of(g);
-	float *cols = scratch, *y = cols + ckk * S * chunk, *padded = y + g->F * S * chunk;
-	for (int64_t b0 = 0; b0 < B; b0 += chunk) {
-		const int64_t n = B - b0 < chunk ? B - b0 : chunk, ns = n * S;
-		lower(g, in + b0 * g->C * g->H * g->W, cols, padded, n);
-		if (n == 1) {
-			/* one example's product is NCHW already: the bias (or 0)
-			 * goes in first, and beta 1 spares OpenBLAS its beta pass */
-			float *o = out + b0 * g->F * S;
-			for (int64_t f = 0; f < g->F; f++)
-				fill_floats(o + f * S, bias ? bias[f] : 0.0f, S);
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->F, (int)S,
-				    (int)ckk, 1.0f, w, (int)ckk, cols, (int)S, 1.0f, o, (int)S);
-			continue;
-		}
-		/* zeroed here and summed into (beta 1): OpenBLAS's own beta-0
-		 * pass over the output was 4% of cifar10_quick's conv1 */
-		memset(y, 0, (size_t)(g->F * ns) * sizeof *y);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->F, (int)ns, (int)ckk,
-			    1.0f, w, (int)ckk, cols, (int)ns, 1.0f, y, (int)ns);
-		for (int64_t b = 0; b < n; b++)
-			for (int64_t f = 0; f < g->F; f++)
-				copy_plus(out + ((b0 + b) * g->F + f) * S, y + f * ns + b * S,
-					  bias ? bias[f] : 0.0f, S);
-	}
+	apply_job j = {g, w, bias, in, out, B, p};
+	sn_parallel_for(p->pool, chunks_of(g, B), apply_unit, &j);
 }
 
 static void conv_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	const conv_geom g = geom_of(l);
-	conv_apply(&g, l->w[0], l->nparams > 1 ? l->w[1] : NULL, in, out, B, p->scratch);
+	conv_apply(&g, l->w[0], l->nparams > 1 ? l->w[1] : NULL, in, out, B, p);
 }
 
 /* dY of a chunk as [F, n*S] from NCHW dout when gather is set, and the
@@ -456,24 +487,117 @@ static void flip_filters(const conv_geom *g, const float *w, float *wt)
 				wt[(c * g->F + f) * kk + kk - 1 - i] = w[(f * g->C + c) * kk + i];
 }
 
-/* Scratch floats of backward: the weight-gradient pass (apply_scratch's
- * layout, then dW^T), or the flipped filters and a transposed conv_apply. */
-static int64_t backward_scratch(const conv_geom *g)
+/* Scratch floats of backward, per thread: conv_apply's layout for a
+ * chunk, or a transposed conv_apply's. */
+static int64_t scratch_floats(const conv_geom *g)
 {
-	const int64_t dw = g->F * g->C * g->k * g->k;
-	int64_t n = apply_scratch(g) + dw;
+	int64_t n = apply_scratch(g);
 	if (din_by_convolution(g)) {
 		const conv_geom t = transposed_geom(g);
-		if (dw + apply_scratch(&t) > n)
-			n = dw + apply_scratch(&t);
+		if (apply_scratch(&t) > n)
+			n = apply_scratch(&t);
 	}
 	return n;
 }
 
-static int64_t scratch_floats(const conv_geom *g)
+/* The weight gradient is summed over groups of chunks, at most GROUPS of
+ * them, each into its own dW^T and dbias in the layer's saved area; the
+ * groups' sums are then added in group order.  How the batch is grouped
+ * depends on the batch size alone, never on the thread count. */
+#define GROUPS 8
+
+static int64_t groups_of(const conv_geom *g, int64_t B)
 {
-	const int64_t fwd = apply_scratch(g), bwd = backward_scratch(g);
-	return fwd > bwd ? fwd : bwd;
+	const int64_t n = chunks_of(g, B);
+	return n < GROUPS ? n : GROUPS;
+}
+
+static int64_t group_floats(const conv_geom *g)
+{
+	return g->F * g->C * g->k * g->k + g->F;
+}
+
+/* Saved floats: the groups' sums, then the flipped filters. */
+static int64_t saved_floats(const conv_geom *g)
+{
+	return GROUPS * group_floats(g) + (din_by_convolution(g) ? g->F * g->C * g->k * g->k : 0);
+}
+
+typedef struct {
+	const sn_layer *l;
+	const conv_geom *g;
+	const float *in, *dout;
+	float *din;
+	int64_t B, groups;
+	int by_convolution;
+	const sn_pass *p;
+} backward_job;
+
+/* One group's chunks: its dW^T and dbias, and din unless by_convolution. */
+static void backward_unit(void *ctx, int64_t unit, int thread)
+{
+	const backward_job *j = ctx;
+	const conv_geom *g = j->g;
+	const sn_layer *l = j->l;
+	const int64_t S = g->OH * g->OW, ckk = g->C * g->k * g->k, chunk = chunk_of(g);
+	const int64_t plane = g->C * g->H * g->W;
+	float *cols = sn_pass_scratch(j->p, thread), *dy = cols + ckk * S * chunk;
+	float *padded = dy + g->F * S * chunk;
+	float *dwt = l->saved + unit * group_floats(g), *dbias = dwt + ckk * g->F;
+	int64_t c0, c1;
+	sn_parallel_part(chunks_of(g, j->B), j->groups, unit, &c0, &c1);
+	memset(dwt, 0, (size_t)group_floats(g) * sizeof *dwt);
+	for (int64_t b0 = c0 * chunk; b0 < j->B && b0 < c1 * chunk; b0 += chunk) {
+		const int64_t n = j->B - b0 < chunk ? j->B - b0 : chunk, ns = n * S;
+		/* where only dW needs dY and an example's GEMM is wide enough,
+		 * one GEMM per example reads dout where it lies: faster than a
+		 * gathered copy and one GEMM (LeNet's conv1 9%, cifar10_quick's 5%) */
+		const int gather = (j->din && !j->by_convolution) || S < 256;
+		const float *dyc = chunk_dy(g, j->dout + b0 * g->F * S, dy, n, gather,
+					    l->nparams > 1 ? dbias : NULL);
+		/* OpenBLAS runs dW^T = cols dY^T some 20% faster than dW = dY cols^T
+		 * (measured on LeNet's shapes); the transpose back is tiny */
+		if (l->dw[0]) {
+			lower(g, j->in + b0 * plane, cols, padded, n);
+			if (dyc == dy)
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ckk, (int)g->F,
+					    (int)ns, 1.0f, cols, (int)ns, dyc, (int)ns, 1.0f, dwt,
+					    (int)g->F);
+			else
+				for (int64_t b = 0; b < n; b++)
+					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ckk,
+						    (int)g->F, (int)S, 1.0f, cols + b * S, (int)ns,
+						    dyc + b * g->F * S, (int)S, 1.0f, dwt, (int)g->F);
+		}
+		if (!j->din || j->by_convolution)
+			continue;
+		/* the chunk's columns are spent: their space takes dcols */
+		memset(cols, 0, (size_t)(ckk * ns) * sizeof *cols);
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ns, (int)g->F,
+			    1.0f, l->w[0], (int)ckk, dyc, (int)ns, 1.0f, cols, (int)ns);
+		col2im(g, cols, j->din + b0 * plane, (int)n);
+	}
+}
+
+/* dw += the groups' dW^T (transposed) and dbias, added in group order. */
+static void add_groups(const sn_layer *l, const conv_geom *g, int64_t groups)
+{
+	const int64_t ckk = g->C * g->k * g->k, size = group_floats(g);
+	if (l->dw[0])
+		for (int64_t f = 0; f < g->F; f++)
+			for (int64_t r = 0; r < ckk; r++) {
+				float sum = l->saved[r * g->F + f];
+				for (int64_t u = 1; u < groups; u++)
+					sum += l->saved[u * size + r * g->F + f];
+				l->dw[0][f * ckk + r] += sum;
+			}
+	if (l->nparams > 1 && l->dw[1])
+		for (int64_t f = 0; f < g->F; f++) {
+			float sum = l->saved[ckk * g->F + f];
+			for (int64_t u = 1; u < groups; u++)
+				sum += l->saved[u * size + ckk * g->F + f];
+			l->dw[1][f] += sum;
+		}
 }
 
 static void conv_backward(sn_layer *l, const float *in, const float *out,
@@ -481,52 +605,15 @@ static void conv_backward(sn_layer *l, const float *in, const float *out,
 {
 	(void)out;
 	const conv_geom g = geom_of(l);
-	const int64_t S = g.OH * g.OW, ckk = g.C * g.k * g.k, chunk = chunk_of(&g);
-	const int64_t plane = g.C * g.H * g.W;
-	const int by_convolution = din && din_by_convolution(&g);
-	float *cols = p->scratch, *dy = cols + ckk * S * chunk, *padded = dy + g.F * S * chunk;
-	float *dwt = padded + chunk * padded_floats(&g);
-	for (int64_t b0 = 0; b0 < B; b0 += chunk) {
-		const int64_t n = B - b0 < chunk ? B - b0 : chunk, ns = n * S;
-		/* where only dW needs dY and an example's GEMM is wide enough,
-		 * one GEMM per example reads dout where it lies: faster than a
-		 * gathered copy and one GEMM (LeNet's conv1 9%, cifar10_quick's 5%) */
-		const int gather = (din && !by_convolution) || S < 256;
-		const float *dyc = chunk_dy(&g, dout + b0 * g.F * S, dy, n, gather,
-					    l->nparams > 1 ? l->dw[1] : NULL);
-		/* OpenBLAS runs dW^T = cols dY^T some 20% faster than dW = dY cols^T
-		 * (measured on LeNet's shapes); the transpose back is tiny */
-		if (l->dw[0]) {
-			lower(&g, in + b0 * plane, cols, padded, n);
-			if (b0 == 0)
-				memset(dwt, 0, (size_t)(ckk * g.F) * sizeof *dwt);
-			if (dyc == dy)
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ckk, (int)g.F,
-					    (int)ns, 1.0f, cols, (int)ns, dyc, (int)ns, 1.0f, dwt,
-					    (int)g.F);
-			else
-				for (int64_t b = 0; b < n; b++)
-					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ckk,
-						    (int)g.F, (int)S, 1.0f, cols + b * S, (int)ns,
-						    dyc + b * g.F * S, (int)S, 1.0f, dwt, (int)g.F);
-		}
-		if (!din || by_convolution)
-			continue;
-		/* the chunk's columns are spent: their space takes dcols */
-		memset(cols, 0, (size_t)(ckk * ns) * sizeof *cols);
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ns, (int)g.F,
-			    1.0f, l->w[0], (int)ckk, dyc, (int)ns, 1.0f, cols, (int)ns);
-		col2im(&g, cols, din + b0 * plane, (int)n);
-	}
-	if (l->dw[0])
-		for (int64_t f = 0; f < g.F; f++)
-			for (int64_t r = 0; r < ckk; r++)
-				l->dw[0][f * ckk + r] += dwt[r * g.F + f];
-	if (by_convolution) {
+	backward_job j = {l, &g, in, dout, din, B, groups_of(&g, B),
+			  din && din_by_convolution(&g), p};
+	sn_parallel_for(p->pool, j.groups, backward_unit, &j);
+	add_groups(l, &g, j.groups);
+	if (j.by_convolution) {
 		const conv_geom t = transposed_geom(&g);
-		float *wt = p->scratch;
+		float *wt = l->saved + GROUPS * group_floats(&g);
 		flip_filters(&g, l->w[0], wt);
-		conv_apply(&t, wt, NULL, dout, din, B, wt + g.F * ckk);
+		conv_apply(&t, wt, NULL, dout, din, B, p);
 	}
 }
 

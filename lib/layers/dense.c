@@ -1,6 +1,6 @@
-/* dense.c: fully connected layer, out[B,U] = in[B,D] W^T + b, one GEMM per
- * pass over the whole batch.  A [C,H,W] input is read as [C*H*W] in C,H,W
- * order, which is how NCHW batches already lie in memory. */
+/* dense.c: fully connected layer, out[B,U] = in[B,D] W^T + b, GEMMs over
+ * the whole batch.  A [C,H,W] input is read as [C*H*W] in C,H,W order,
+ * which is how NCHW batches already lie in memory. */
 #include "layers.h"
 
 #include <cblas.h>
@@ -30,16 +30,41 @@ static int dense_setup(sn_layer *l)
 	return 0;
 }
 
+/* The passes split the outputs (or, for din, the inputs) into blocks of
+ * BLOCK features, one GEMM each over the whole batch: each block packs
+ * only its own slice of W, and the sums over the batch stay inside one
+ * GEMM, so no block's result depends on how blocks are spread over threads. */
+#define BLOCK 64
+
+static int64_t blocks_of(int64_t n)
+{
+	return (n + BLOCK - 1) / BLOCK;
+}
+
+typedef struct {
+	const sn_layer *l;
+	const float *in, *dout;
+	float *out, *din;
+	int B, D, U;
+} dense_job;
+
+static void forward_unit(void *ctx, int64_t unit, int thread)
+{
+	(void)thread;
+	const dense_job *j = ctx;
+	const int u0 = (int)unit * BLOCK, n = j->U - u0 < BLOCK ? j->U - u0 : BLOCK;
+	const float *bias = j->l->nparams > 1 ? j->l->w[1] : NULL;
+	for (int b = 0; b < j->B; b++)
+		for (int u = u0; u < u0 + n; u++)
+			j->out[(int64_t)b * j->U + u] = bias ? bias[u] : 0.0f;
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->B, n, j->D, 1.0f, j->in, j->D,
+		    j->l->w[0] + (int64_t)u0 * j->D, j->D, 1.0f, j->out + u0, j->U);
+}
+
 static void dense_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
-	(void)p;
-	const int D = (int)sn_shape_size(&l->in), U = (int)l->out.d[0];
-	const float *bias = l->nparams > 1 ? l->w[1] : NULL;
-	for (int b = 0; b < B; b++)
-		for (int u = 0; u < U; u++)
-			out[(int64_t)b * U + u] = bias ? bias[u] : 0.0f;
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, U, D, 1.0f, in, D,
-		    l->w[0], D, 1.0f, out, U);
+	dense_job j = {l, in, NULL, out, NULL, B, (int)sn_shape_size(&l->in), (int)l->out.d[0]};
+	sn_parallel_for(p->pool, blocks_of(j.U), forward_unit, &j);
 }
 
 /* The bias gradient row by row (contiguous, so it vectorises) rather than
@@ -54,20 +79,40 @@ static void add_row(float *restrict acc, const float *restrict row, int n)
 		acc[i] += row[i];
 }
 
+/* dW and db for one block of outputs. */
+static void weight_grad_unit(void *ctx, int64_t unit, int thread)
+{
+	(void)thread;
+	const dense_job *j = ctx;
+	const sn_layer *l = j->l;
+	const int u0 = (int)unit * BLOCK, n = j->U - u0 < BLOCK ? j->U - u0 : BLOCK;
+	if (l->nparams > 1 && l->dw[1])
+		for (int b = 0; b < j->B; b++)
+			add_row(l->dw[1] + u0, j->dout + (int64_t)b * j->U + u0, n);
+	if (l->dw[0])
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, j->D, j->B, 1.0f,
+			    j->dout + u0, j->U, j->in, j->D, 1.0f, l->dw[0] + (int64_t)u0 * j->D,
+			    j->D);
+}
+
+/* din for one block of inputs. */
+static void input_grad_unit(void *ctx, int64_t unit, int thread)
+{
+	(void)thread;
+	const dense_job *j = ctx;
+	const int d0 = (int)unit * BLOCK, n = j->D - d0 < BLOCK ? j->D - d0 : BLOCK;
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j->B, n, j->U, 1.0f, j->dout,
+		    j->U, j->l->w[0] + d0, j->D, 0.0f, j->din + d0, j->D);
+}
+
 static void dense_backward(sn_layer *l, const float *in, const float *out,
 			   const float *dout, float *din, int B, sn_pass *p)
 {
-	(void)out, (void)p;
-	const int D = (int)sn_shape_size(&l->in), U = (int)l->out.d[0];
-	if (l->nparams > 1 && l->dw[1])
-		for (int b = 0; b < B; b++)
-			add_row(l->dw[1], dout + (int64_t)b * U, U);
-	if (l->dw[0])
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, U, D, B, 1.0f, dout, U,
-			    in, D, 1.0f, l->dw[0], D);
+	(void)out;
+	dense_job j = {l, in, dout, NULL, din, B, (int)sn_shape_size(&l->in), (int)l->out.d[0]};
+	sn_parallel_for(p->pool, blocks_of(j.U), weight_grad_unit, &j);
 	if (din)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, U, 1.0f, dout, U,
-			    l->w[0], D, 0.0f, din, D);
+		sn_parallel_for(p->pool, blocks_of(j.D), input_grad_unit, &j);
 }
 
 void sn_dense_forward_naive(const sn_layer *l, const float *in, float *out, int B)

@@ -282,33 +282,78 @@ static void maxpool_plane(const pool_geom *g, const float *src, float *out, int3
 	}
 }
 
+/* Every pass here works plane by plane (one channel of one example), so
+ * the passes run in units of PLANES planes, whatever the thread count. */
+#define PLANES 16
+
+/* One plane: src and dst are in/out (forward) or dout/din (backward);
+ * arg the plane's argmax, row the thread's scratch. */
+typedef void plane_fn(const pool_geom *g, const float *src, float *dst, int32_t *arg,
+		      float *row);
+
+typedef struct {
+	const pool_geom *g;
+	plane_fn *fn;
+	const float *src;
+	float *dst;
+	int32_t *arg;
+	int64_t planes, src_plane, dst_plane, arg_plane;
+	const sn_pass *p;
+} planes_job;
+
+static void planes_unit(void *ctx, int64_t unit, int thread)
+{
+	const planes_job *j = ctx;
+	const int64_t end = (unit + 1) * PLANES < j->planes ? (unit + 1) * PLANES : j->planes;
+	for (int64_t bc = unit * PLANES; bc < end; bc++)
+		j->fn(j->g, j->src + bc * j->src_plane, j->dst + bc * j->dst_plane,
+		      j->arg ? j->arg + bc * j->arg_plane : NULL, sn_pass_scratch(j->p, thread));
+}
+
+static void for_planes(const pool_geom *g, plane_fn *fn, const float *src, int64_t src_plane,
+		       float *dst, int64_t dst_plane, int32_t *arg, int64_t planes,
+		       const sn_pass *p)
+{
+	planes_job j = {g, fn, src, dst, arg, planes, src_plane, dst_plane,
+			g->OH * g->OW, p};
+	sn_parallel_for(p->pool, (planes + PLANES - 1) / PLANES, planes_unit, &j);
+}
+
+static void maxpool_plane_fast(const pool_geom *g, const float *src, float *out, int32_t *arg,
+			       float *row)
+{
+	const int two_by_two = g->k == 2 && g->stride == 2 && g->pad == 0;
+	if (two_by_two ? !maxpool_plane_2x2(g, src, out, arg)
+		       : !maxpool_plane_rows(g, src, out, arg, row))
+		maxpool_plane(g, src, out, arg);
+}
+
 static void maxpool_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	const pool_geom g = geom_of(l);
-	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
 	/* l->saved comes from malloc, so it may hold int32 argmax values */
-	int32_t *arg = (int32_t *)l->saved;
-	const int two_by_two = g.k == 2 && g.stride == 2 && g.pad == 0;
-	for (int64_t bc = 0; bc < B * g.C; bc++)
-		if (two_by_two ? !maxpool_plane_2x2(&g, in + bc * plane, out + bc * S, arg + bc * S)
-			       : !maxpool_plane_rows(&g, in + bc * plane, out + bc * S, arg + bc * S,
-						     p->scratch))
-			maxpool_plane(&g, in + bc * plane, out + bc * S, arg + bc * S);
+	for_planes(&g, maxpool_plane_fast, in, g.H * g.W, out, g.OH * g.OW,
+		   (int32_t *)l->saved, B * g.C, p);
+}
+
+static void maxpool_plane_backward(const pool_geom *g, const float *dout, float *din,
+				   int32_t *arg, float *row)
+{
+	(void)row;
+	memset(din, 0, (size_t)(g->H * g->W) * sizeof *din);
+	for (int64_t s = 0; s < g->OH * g->OW; s++)
+		din[arg[s]] += dout[s];
 }
 
 static void maxpool_backward(sn_layer *l, const float *in, const float *out,
 			     const float *dout, float *din, int B, sn_pass *p)
 {
-	(void)in, (void)out, (void)p;
+	(void)in, (void)out;
 	if (!din)
 		return;
 	const pool_geom g = geom_of(l);
-	const int32_t *arg = (const int32_t *)l->saved;
-	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
-	memset(din, 0, (size_t)(B * g.C * plane) * sizeof *din);
-	for (int64_t bc = 0; bc < B * g.C; bc++)
-		for (int64_t s = 0; s < S; s++)
-			din[bc * plane + arg[bc * S + s]] += dout[bc * S + s];
+	for_planes(&g, maxpool_plane_backward, dout, g.OH * g.OW, din, g.H * g.W,
+		   (int32_t *)l->saved, B * g.C, p);
 }
 
 void sn_maxpool_forward_naive(const sn_layer *l, const float *in, float *out, int32_t *arg,
@@ -408,12 +453,25 @@ static void avgpool_plane_backward(const pool_geom *g, const float *dout, float 
 	}
 }
 
+static void avgpool_plane_unit(const pool_geom *g, const float *src, float *out,
+			       int32_t *arg, float *row)
+{
+	(void)arg;
+	avgpool_plane(g, src, out, row);
+}
+
 static void avgpool_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	const pool_geom g = geom_of(l);
-	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
-	for (int64_t bc = 0; bc < B * g.C; bc++)
-		avgpool_plane(&g, in + bc * plane, out + bc * S, p->scratch);
+	for_planes(&g, avgpool_plane_unit, in, g.H * g.W, out, g.OH * g.OW, NULL, B * g.C, p);
+}
+
+static void avgpool_plane_backward_unit(const pool_geom *g, const float *dout, float *din,
+					int32_t *arg, float *row)
+{
+	(void)arg;
+	memset(din, 0, (size_t)(g->H * g->W) * sizeof *din);
+	avgpool_plane_backward(g, dout, din, row);
 }
 
 static void avgpool_backward(sn_layer *l, const float *in, const float *out,
@@ -423,10 +481,8 @@ static void avgpool_backward(sn_layer *l, const float *in, const float *out,
 	if (!din)
 		return;
 	const pool_geom g = geom_of(l);
-	const int64_t plane = g.H * g.W, S = g.OH * g.OW;
-	memset(din, 0, (size_t)(B * g.C * plane) * sizeof *din);
-	for (int64_t bc = 0; bc < B * g.C; bc++)
-		avgpool_plane_backward(&g, dout + bc * S, din + bc * plane, p->scratch);
+	for_planes(&g, avgpool_plane_backward_unit, dout, g.OH * g.OW, din, g.H * g.W, NULL,
+		   B * g.C, p);
 }
 
 static int global_avgpool_setup(sn_layer *l)
@@ -442,31 +498,47 @@ static int global_avgpool_setup(sn_layer *l)
 	return 0;
 }
 
+/* Global pooling is a pool_geom of the whole plane to one output. */
+static pool_geom global_geom(const sn_layer *l)
+{
+	return (pool_geom){.C = l->in.d[0], .H = l->in.d[1], .W = l->in.d[2],
+			   .k = l->in.d[1], .stride = 1, .OH = 1, .OW = 1};
+}
+
+static void global_avgpool_plane(const pool_geom *g, const float *src, float *out,
+				 int32_t *arg, float *row)
+{
+	(void)arg, (void)row;
+	double sum = 0;
+	for (int64_t i = 0; i < g->H * g->W; i++)
+		sum += src[i];
+	out[0] = (float)(sum / (double)(g->H * g->W));
+}
+
 static void global_avgpool_forward(sn_layer *l, const float *in, float *out, int B,
 				   sn_pass *p)
 {
-	(void)p;
-	const int64_t C = l->in.d[0], plane = l->in.d[1] * l->in.d[2];
-	for (int64_t bc = 0; bc < B * C; bc++) {
-		double sum = 0;
-		for (int64_t i = 0; i < plane; i++)
-			sum += in[bc * plane + i];
-		out[bc] = (float)(sum / (double)plane);
-	}
+	const pool_geom g = global_geom(l);
+	for_planes(&g, global_avgpool_plane, in, g.H * g.W, out, 1, NULL, B * g.C, p);
+}
+
+static void global_avgpool_plane_backward(const pool_geom *g, const float *dout, float *din,
+					  int32_t *arg, float *row)
+{
+	(void)arg, (void)row;
+	const float d = dout[0] / (float)(g->H * g->W);
+	for (int64_t i = 0; i < g->H * g->W; i++)
+		din[i] = d;
 }
 
 static void global_avgpool_backward(sn_layer *l, const float *in, const float *out,
 				    const float *dout, float *din, int B, sn_pass *p)
 {
-	(void)in, (void)out, (void)p;
+	(void)in, (void)out;
 	if (!din)
 		return;
-	const int64_t C = l->in.d[0], plane = l->in.d[1] * l->in.d[2];
-	for (int64_t bc = 0; bc < B * C; bc++) {
-		float d = dout[bc] / (float)plane;
-		for (int64_t i = 0; i < plane; i++)
-			din[bc * plane + i] = d;
-	}
+	const pool_geom g = global_geom(l);
+	for_planes(&g, global_avgpool_plane_backward, dout, 1, din, g.H * g.W, NULL, B * g.C, p);
 }
 
 const sn_layer_kind sn_kind_maxpool = {

@@ -162,10 +162,22 @@ json_field() { "$PY" -c "import json,sys; print(json.load(open('$1'))['$2'])"; }
 	[ "$(meta out.safetensors steps)" = 2 ]
 }
 
-@test "sn-sgd --threads 2 trains too" {
-	sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o out.safetensors \
-		--iters 3 --threads 2
-	[ "$(meta out.safetensors steps)" = 3 ]
+@test "sn-sgd gives the same weights and state bit for bit whatever the --threads" {
+	sn-init "$NETS/cifar10_quick.yaml" -o cifar.safetensors --seed 2
+	for t in 1 2 3; do
+		sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o lenet-$t.safetensors \
+			--state lenet-s$t.safetensors --iters 4 --batch 37 --threads $t
+		sn-sgd -w cifar.safetensors -d "$D/rgb.safetensors" -o cifar-$t.safetensors \
+			--state cifar-s$t.safetensors --iters 3 --batch 19 --threads $t
+	done
+	[ "$(meta lenet-2.safetensors steps)" = 4 ]
+	for t in 2 3; do
+		same lenet-1.safetensors lenet-$t.safetensors
+		same lenet-s1.safetensors lenet-s$t.safetensors
+		same cifar-1.safetensors cifar-$t.safetensors
+		same cifar-s1.safetensors cifar-s$t.safetensors
+	done
+	! same lenet-1.safetensors "$D/lenet.safetensors" || false
 }
 
 @test "sn-sgd --solver adam keeps two moments per weight in its state" {
