@@ -1,5 +1,5 @@
 # sn: SparkNet-style distributed training as small Unix tools.
-# make [all] | check | sanitize | bench | demo | deps | install | uninstall | clean
+# make [all] | check | sanitize | bench | demo | study | deps | install | uninstall | clean
 
 VERSION   := 0.1.0
 PREFIX    ?= /usr/local
@@ -33,7 +33,7 @@ DEB_PKGS := build-essential pkg-config libopenblas-dev zlib1g-dev libyaml-dev \
             dataset-fashion-mnist python3-numpy python3-yaml python3-torch gnuplot-nox \
             shellcheck man-db procps psmisc strace
 
-.PHONY: all check sanitize bench demo deps install uninstall clean unit-tests
+.PHONY: all check sanitize bench demo study deps install uninstall clean unit-tests
 .DELETE_ON_ERROR:
 
 all: $(CMD_BINS)
@@ -86,6 +86,11 @@ bench: deps all
 
 demo: deps all
 	@examples/scripts/demo.sh
+
+# The SparkNet study's quick preset (K x tau, rounds to target, the speedup
+# model, plots, report) into study/; bench/study --full runs the whole grid.
+study: deps all
+	@bench/study
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
