@@ -1,0 +1,798 @@
+#include "delta.h"
+
+#include <errno.h>
+#include <float.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Decoding must give the same bits everywhere (see delta.h): plain float32
+ * operations, each rounded once.  C11's FLT_EVAL_METHOD tells us the float
+ * operations really are float32 ones (not x87 extended precision). */
+#if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
+#error "sn's delta decoding needs float arithmetic in float32 (FLT_EVAL_METHOD 0)"
+#endif
+
+static const char *const scheme_names[SN_DELTA_SCHEMES] = {"none", "bf16", "int8", "int4"};
+
+/* The largest code of the symmetric int8 and int4 grids; -128 and -8 are
+ * never written, so a file holding them is corrupt. */
+static const int scheme_qmax[SN_DELTA_SCHEMES] = {0, 0, 127, 7};
+
+const char *sn_delta_scheme_name(sn_delta_scheme s)
+{
+	return (unsigned)s < SN_DELTA_SCHEMES ? scheme_names[s] : "?";
+}
+
+int sn_delta_scheme_parse(const char *name, sn_delta_scheme *s)
+{
+	for (int i = 0; i < SN_DELTA_SCHEMES; i++)
+		if (strcmp(name, scheme_names[i]) == 0) {
+			*s = (sn_delta_scheme)i;
+			return 0;
+		}
+	return sn_fail(SN_EINVAL, "unknown scheme \"%s\" (none, bf16, int8 or int4)", name);
+}
+
+void sn_delta_opts_default(sn_delta_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->scheme = SN_DELTA_NONE;
+	o->block = SN_DELTA_BLOCK_DEFAULT;
+}
+
+int sn_delta_is_delta(const sn_st *st)
+{
+	const char *f = sn_st_meta(st, "format");
+	return f && strcmp(f, "sn.delta.v1") == 0;
+}
+
+static int is_blocked(sn_delta_scheme s)
+{
+	return s == SN_DELTA_INT8 || s == SN_DELTA_INT4;
+}
+
+/* ---------------------------------------------------------------- small helpers */
+
+static float load_f32(const void *p, int64_t i)
+{
+	float v;
+	memcpy(&v, (const char *)p + 4 * i, 4);
+	return v;
+}
+
+static uint32_t f32_bits(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+static int64_t div_up(int64_t a, int64_t b)
+{
+	return a / b + (a % b != 0);
+}
+
+/* Append a tensor whose malloc'd data the file takes over. */
+static int add_owned(sn_st *st, const char *name, sn_dtype dt, int ndim, const int64_t *shape,
+		     void *data)
+{
+	int err = sn_st_add(st, name, dt, ndim, shape, data, 0);
+	if (err) {
+		free(data);
+		return err;
+	}
+	st->tensors[st->ntensors - 1].data = data;
+	st->tensors[st->ntensors - 1].owned = data != NULL;
+	return 0;
+}
+
+static char *scale_name(const char *name)
+{
+	size_t n = strlen(name);
+	char *s = malloc(n + sizeof ".scale");
+	if (s) {
+		memcpy(s, name, n);
+		memcpy(s + n, ".scale", sizeof ".scale");
+	}
+	return s;
+}
+
+/* Parse a strictly decimal metadata integer in [lo, hi]. */
+static int meta_int(const sn_st *st, const char *key, int64_t lo, int64_t hi, int64_t *v)
+{
+	const char *s = sn_st_meta(st, key);
+	char *end;
+	if (!s)
+		return sn_fail(SN_EFORMAT, "no \"%s\" in the metadata", key);
+	errno = 0;
+	long long x = strtoll(s, &end, 10);
+	if (errno || end == s || *end || x < lo || x > hi || s[0] == '+' || s[0] == ' ')
+		return sn_fail(SN_EFORMAT, "metadata \"%s\" is \"%s\", not an integer in %" PRId64
+			       "..%" PRId64, key, s, lo, hi);
+	*v = x;
+	return 0;
+}
+
+/* A weights-style file: F32 tensors only, at least one, all finite. */
+static int check_weights(const sn_st *st, const char *what)
+{
+	if (st->ntensors == 0)
+		return sn_fail(SN_EFORMAT, "%s has no tensors", what);
+	for (int i = 0; i < st->ntensors; i++) {
+		const sn_tensor *t = &st->tensors[i];
+		if (t->dtype != SN_F32)
+			return sn_fail(SN_EUNSUPPORTED, "%s: tensor \"%s\" is %s, expected F32", what,
+				       t->name, sn_dtype_name(t->dtype));
+		int64_t n = sn_tensor_numel(t);
+		for (int64_t j = 0; j < n; j++)
+			if (!isfinite(load_f32(t->data, j)))
+				return sn_fail(SN_ENONFINITE, "%s: tensor \"%s\" has a non-finite value at %" PRId64,
+					       what, t->name, j);
+	}
+	return 0;
+}
+
+static int same_shape(const sn_tensor *a, const sn_tensor *b)
+{
+	return a->ndim == b->ndim && memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim) == 0;
+}
+
+/* other must hold exactly base's tensor names with the same shapes. */
+static int check_same_tensors(const sn_st *base, const sn_st *other, const char *what)
+{
+	char a[128], b[128];
+	for (int i = 0; i < base->ntensors; i++) {
+		const sn_tensor *bt = &base->tensors[i], *t = sn_st_find(other, bt->name);
+		if (!t)
+			return sn_fail(SN_EMISMATCH, "%s has no tensor \"%s\" (the base has)", what, bt->name);
+		if (!same_shape(bt, t))
+			return sn_fail(SN_EMISMATCH, "%s: tensor \"%s\" has shape %s, the base's is %s", what,
+				       bt->name, sn_shape_format(t->ndim, t->shape, a, sizeof a),
+				       sn_shape_format(bt->ndim, bt->shape, b, sizeof b));
+	}
+	if (other->ntensors != base->ntensors)
+		return sn_fail(SN_EMISMATCH, "%s has %d tensors, the base %d", what, other->ntensors,
+			       base->ntensors);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- one tensor's codes */
+
+/* Where one base tensor's delta lives in a delta file. */
+typedef struct {
+	const sn_tensor *base;
+	const sn_tensor *codes;   /* NAME */
+	const sn_tensor *scale;   /* NAME.scale, int8/int4 */
+	int64_t n;
+} entry;
+
+static int code_at(sn_delta_scheme s, const void *codes, int64_t j)
+{
+	if (s == SN_DELTA_INT8)
+		return ((const int8_t *)codes)[j];
+	unsigned byte = ((const uint8_t *)codes)[j / 2];
+	unsigned nib = j % 2 ? byte >> 4 : byte & 15;   /* even index: low nibble */
+	return (int)nib - (nib & 8 ? 16 : 0);
+}
+
+/* The decoded difference of value j: exactly what every reader computes. */
+static float decode_at(sn_delta_scheme s, int block, const entry *e, int64_t j)
+{
+	switch (s) {
+	case SN_DELTA_BF16: {
+		uint16_t h;
+		memcpy(&h, (const char *)e->codes->data + 2 * j, 2);
+		return sn_bf16_to_f32(h);
+	}
+	case SN_DELTA_INT8:
+	case SN_DELTA_INT4:
+		return (float)code_at(s, e->codes->data, j) * load_f32(e->scale->data, j / block);
+	default:
+		return 0;
+	}
+}
+
+/* base + delta for value j, as a float32 (none: the XOR of the bits). */
+static float reconstruct_at(sn_delta_scheme s, int block, const entry *e, int64_t j)
+{
+	float b = load_f32(e->base->data, j);
+	if (s == SN_DELTA_NONE) {
+		uint32_t x;
+		memcpy(&x, (const char *)e->codes->data + 4 * j, 4);
+		return bits_f32(f32_bits(b) ^ x);
+	}
+	float d = decode_at(s, block, e, j);
+	return b + d;
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+static int check_scale(const entry *e, int block)
+{
+	char want[64], got[64];
+	int64_t nb = div_up(e->n, block);
+	if (!e->scale)
+		return sn_fail(SN_EFORMAT, "no scale tensor for \"%s\"", e->base->name);
+	if (e->scale->dtype != SN_F32 || e->scale->ndim != 1 || e->scale->shape[0] != nb)
+		return sn_fail(SN_EFORMAT, "scale of \"%s\" is %s %s, expected F32 %s", e->base->name,
+			       sn_dtype_name(e->scale->dtype),
+			       sn_shape_format(e->scale->ndim, e->scale->shape, got, sizeof got),
+			       sn_shape_format(1, &nb, want, sizeof want));
+	for (int64_t k = 0; k < nb; k++) {
+		float v = load_f32(e->scale->data, k);
+		if (!isfinite(v) || v < 0)
+			return sn_fail(SN_EFORMAT, "scale of \"%s\" has a %s value at %" PRId64,
+				       e->base->name, isfinite(v) ? "negative" : "non-finite", k);
+	}
+	return 0;
+}
+
+/* Codes outside the grid (-128, the nibble -8, a non-zero pad nibble). */
+static int check_codes(sn_delta_scheme s, const entry *e)
+{
+	int64_t nc = s == SN_DELTA_INT4 ? 2 * e->codes->shape[0] : e->n;
+	for (int64_t j = 0; j < nc; j++) {
+		int q = code_at(s, e->codes->data, j);
+		if (j >= e->n && q != 0)
+			return sn_fail(SN_EFORMAT, "\"%s\": the unused last nibble is not 0", e->base->name);
+		if (q < -scheme_qmax[s])
+			return sn_fail(SN_EFORMAT, "\"%s\": reserved code %d at %" PRId64, e->base->name, q, j);
+	}
+	return 0;
+}
+
+static int check_entry(sn_delta_scheme s, int block, const sn_st *delta, entry *e)
+{
+	static const sn_dtype dtype_of[SN_DELTA_SCHEMES] = {SN_U32, SN_BF16, SN_I8, SN_U8};
+	char want[160], got[160];
+	const sn_tensor *c = e->codes;
+	int64_t packed = div_up(e->n, 2);
+	int ndim = s == SN_DELTA_INT4 ? 1 : e->base->ndim;
+	const int64_t *shape = s == SN_DELTA_INT4 ? &packed : e->base->shape;
+	if (!c)
+		return sn_fail(SN_EMISMATCH, "made for other weights: no entry for tensor \"%s\"",
+			       e->base->name);
+	if (c->dtype != dtype_of[s] || c->ndim != ndim ||
+	    memcmp(c->shape, shape, sizeof(int64_t) * (size_t)ndim) != 0)
+		return sn_fail(SN_EFORMAT, "entry \"%s\" is %s %s, expected %s %s for %s",
+			       e->base->name, sn_dtype_name(c->dtype),
+			       sn_shape_format(c->ndim, c->shape, got, sizeof got),
+			       sn_dtype_name(dtype_of[s]), sn_shape_format(ndim, shape, want, sizeof want),
+			       scheme_names[s]);
+	if (!is_blocked(s))
+		return 0;
+	char *sn = scale_name(e->base->name);
+	if (!sn)
+		return sn_fail(SN_ENOMEM, "out of memory");
+	e->scale = sn_st_find(delta, sn);
+	free(sn);
+	int err = check_scale(e, block);
+	return err ? err : check_codes(s, e);
+}
+
+/* The scheme and block a delta's metadata declares. */
+static int read_scheme(const sn_st *delta, sn_delta_scheme *s, int *block)
+{
+	const char *f = sn_st_meta(delta, "format");
+	if (!sn_delta_is_delta(delta))
+		return sn_fail(SN_EFORMAT, "not a delta file (format \"%s\")", f ? f : "");
+	const char *name = sn_st_meta(delta, "scheme");
+	if (!name || sn_delta_scheme_parse(name, s) != 0)
+		return sn_fail(SN_EFORMAT, "unknown scheme \"%s\"", name ? name : "");
+	int64_t b = 0;
+	int err = meta_int(delta, "block", is_blocked(*s) ? 1 : 0,
+			   is_blocked(*s) ? SN_DELTA_BLOCK_MAX : 0, &b);
+	*block = (int)b;
+	return err;
+}
+
+/* Entries for every base tensor, validated; no tensor of delta is left over. */
+static int collect_entries(const sn_st *base, const sn_st *delta, sn_delta_scheme s, int block,
+			   entry *es)
+{
+	for (int i = 0; i < base->ntensors; i++) {
+		entry *e = &es[i];
+		memset(e, 0, sizeof *e);
+		e->base = &base->tensors[i];
+		e->n = sn_tensor_numel(e->base);
+		e->codes = sn_st_find(delta, e->base->name);
+		int err = check_entry(s, block, delta, e);
+		if (err)
+			return err;
+	}
+	int per = is_blocked(s) ? 2 : 1;
+	if (delta->ntensors != per * base->ntensors)
+		return sn_fail(SN_EMISMATCH, "made for other weights: %d tensors where the base's %d "
+			       "need %d", delta->ntensors, base->ntensors, per * base->ntensors);
+	return 0;
+}
+
+static int copy_meta(sn_st *dst, const sn_st *src, const char *const *keys, int n)
+{
+	int err = 0;
+	for (int i = 0; i < n && !err; i++) {
+		const char *v = sn_st_meta(src, keys[i]);
+		if (v)
+			err = sn_st_set_meta(dst, keys[i], v);
+	}
+	return err;
+}
+
+static const char *const run_keys[] = {"round", "steps", "examples", "loss", "seconds"};
+
+int sn_delta_decode(const sn_st *base, const sn_st *delta, sn_st *w)
+{
+	sn_delta_scheme s;
+	int block, err;
+	char crc[16];
+	sn_st_init(w);
+	if ((err = read_scheme(delta, &s, &block)))
+		return err;
+	const char *want = sn_st_meta(delta, "base_crc32");
+	snprintf(crc, sizeof crc, "%08" PRIx32, sn_st_data_crc(base));
+	if (!want)
+		return sn_fail(SN_EFORMAT, "no \"base_crc32\" in the metadata");
+	if (strcmp(want, crc) != 0)
+		return sn_fail(SN_EMISMATCH, "made against other weights (base_crc32 %.16s, the "
+			       "base's is %s)", want, crc);
+	if ((err = check_weights(base, "the base")))
+		return err;
+	entry *es = calloc((size_t)base->ntensors, sizeof *es);
+	if (!es)
+		return sn_fail(SN_ENOMEM, "out of memory");
+	err = collect_entries(base, delta, s, block, es);
+	const char *net = sn_st_meta(base, "net");
+	if (!err)
+		err = sn_st_set_meta(w, "format", "sn.weights.v1");
+	if (!err && net)
+		err = sn_st_set_meta(w, "net", net);
+	if (!err)
+		err = copy_meta(w, delta, run_keys, 5);
+	for (int i = 0; i < base->ntensors && !err; i++) {
+		const entry *e = &es[i];
+		float *v = malloc(4 * (size_t)(e->n ? e->n : 1));
+		if (!v) {
+			err = sn_fail(SN_ENOMEM, "out of memory");
+			break;
+		}
+		for (int64_t j = 0; j < e->n && !err; j++) {
+			v[j] = reconstruct_at(s, block, e, j);
+			if (!isfinite(v[j]))
+				err = sn_fail(SN_EFORMAT, "\"%s\": the weight it gives at %" PRId64
+					      " is not finite", e->base->name, j);
+		}
+		if (err)
+			free(v);
+		else
+			err = add_owned(w, e->base->name, SN_F32, e->base->ndim, e->base->shape, v);
+	}
+	free(es);
+	if (err)
+		sn_st_free(w);
+	return err;
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+/* The codes of one tensor's values t[0..n) (difference + residual). */
+static int quantise(sn_delta_scheme s, int block, const double *t, int64_t n, const sn_tensor *b,
+		    const sn_tensor *nw, void **codes, float **scale)
+{
+	size_t esize = s == SN_DELTA_BF16 ? 2 : s == SN_DELTA_NONE ? 4 : 1;
+	size_t ncodes = s == SN_DELTA_INT4 ? (size_t)div_up(n, 2) : (size_t)n;
+	int64_t nb = is_blocked(s) ? div_up(n, block) : 0;
+	*codes = calloc(ncodes ? ncodes : 1, esize);
+	*scale = is_blocked(s) ? malloc(4 * (size_t)(nb ? nb : 1)) : NULL;
+	if (!*codes || (is_blocked(s) && !*scale))
+		return sn_fail(SN_ENOMEM, "out of memory");
+	if (s == SN_DELTA_NONE) {
+		uint32_t *x = *codes;
+		for (int64_t j = 0; j < n; j++)
+			x[j] = f32_bits(load_f32(nw->data, j)) ^ f32_bits(load_f32(b->data, j));
+	} else if (s == SN_DELTA_BF16) {
+		for (int64_t j = 0; j < n; j++) {
+			uint16_t h = sn_f32_to_bf16((float)t[j]);
+			memcpy((char *)*codes + 2 * j, &h, 2);
+		}
+	} else {
+		int qmax = scheme_qmax[s];
+		for (int64_t k = 0; k < nb; k++) {
+			int64_t lo = k * block, hi = lo + block < n ? lo + block : n;
+			double m = 0;
+			for (int64_t j = lo; j < hi; j++)
+				m = fmax(m, fabs(t[j]));
+			float sc = (float)(m / qmax);
+			(*scale)[k] = sc;
+			for (int64_t j = lo; j < hi && sc > 0; j++) {
+				double q = rint(t[j] / sc);   /* ties to even */
+				int c = (int)fmin(fmax(q, -qmax), qmax);
+				if (s == SN_DELTA_INT8)
+					((int8_t *)*codes)[j] = (int8_t)c;
+				else
+					((uint8_t *)*codes)[j / 2] |= (uint8_t)((c & 15) << (j % 2 ? 4 : 0));
+			}
+		}
+	}
+	return 0;
+}
+
+/* Refuse names that an int8/int4 delta could not keep apart. */
+static int check_scale_names(const sn_st *base)
+{
+	for (int i = 0; i < base->ntensors; i++) {
+		char *sn = scale_name(base->tensors[i].name);
+		if (!sn)
+			return sn_fail(SN_ENOMEM, "out of memory");
+		int clash = sn_st_find(base, sn) != NULL;
+		free(sn);
+		if (clash)
+			return sn_fail(SN_EUNSUPPORTED, "tensors \"%s\" and \"%s.scale\" cannot both have "
+				       "a quantised delta", base->tensors[i].name, base->tensors[i].name);
+	}
+	return 0;
+}
+
+static int delta_meta(sn_st *delta, const sn_st *base, const sn_st *nw, sn_delta_scheme s,
+		      int block)
+{
+	char crc[16], blk[16];
+	const char *base_round = sn_st_meta(base, "round");
+	snprintf(crc, sizeof crc, "%08" PRIx32, sn_st_data_crc(base));
+	snprintf(blk, sizeof blk, "%d", is_blocked(s) ? block : 0);
+	int err = sn_st_set_meta(delta, "format", "sn.delta.v1");
+	if (!err)
+		err = sn_st_set_meta(delta, "scheme", scheme_names[s]);
+	if (!err)
+		err = sn_st_set_meta(delta, "block", blk);
+	if (!err)
+		err = sn_st_set_meta(delta, "base_crc32", crc);
+	if (!err)
+		err = sn_st_set_meta(delta, "base_round", base_round ? base_round : "0");
+	if (!err)
+		err = copy_meta(delta, nw, run_keys, 5);
+	return err;
+}
+
+/* Quantise one tensor into delta; check what it decodes to, fill residual. */
+static int encode_tensor(const sn_tensor *b, const sn_tensor *nw, const float *r,
+			 const sn_delta_opts *o, sn_st *delta, float *r_out, double *t,
+			 sn_delta_summary *sum)
+{
+	int64_t n = sn_tensor_numel(b);
+	for (int64_t j = 0; j < n; j++) {
+		t[j] = (double)load_f32(nw->data, j) - (double)load_f32(b->data, j);
+		if (r)
+			t[j] += (double)r[j];
+	}
+	void *codes = NULL;
+	float *scale = NULL;
+	int err = quantise(o->scheme, o->block, t, n, b, nw, &codes, &scale);
+	int64_t packed = div_up(n, 2);
+	if (!err)
+		err = o->scheme == SN_DELTA_INT4
+			      ? add_owned(delta, b->name, SN_U8, 1, &packed, codes)
+			      : add_owned(delta, b->name,
+					  (sn_dtype[]){SN_U32, SN_BF16, SN_I8}[o->scheme],
+					  b->ndim, b->shape, codes);
+	else
+		free(codes);
+	codes = NULL;
+	if (!err && scale) {
+		int64_t nb = div_up(n, o->block);
+		char *name = scale_name(b->name);
+		err = name ? add_owned(delta, name, SN_F32, 1, &nb, scale)
+			   : sn_fail(SN_ENOMEM, "out of memory");
+		free(name);
+	} else {
+		free(scale);
+	}
+	scale = NULL;
+	if (err)
+		return err;
+	entry e = {.base = b, .codes = sn_st_find(delta, b->name), .n = n};
+	if (is_blocked(o->scheme)) {
+		char *name = scale_name(b->name);
+		if (!name)
+			return sn_fail(SN_ENOMEM, "out of memory");
+		e.scale = sn_st_find(delta, name);
+		free(name);
+	}
+	for (int64_t j = 0; j < n; j++) {
+		float w = reconstruct_at(o->scheme, o->block, &e, j);
+		double nv = (double)load_f32(nw->data, j);
+		if (!isfinite(w))
+			return sn_fail(SN_EUNSUPPORTED, "tensor \"%s\": the difference at %" PRId64
+				       " does not fit float32", b->name, j);
+		sum->max_abs_error = fmax(sum->max_abs_error, fabs((double)w - nv));
+		if (r_out) {
+			/* what the receiver lacks: NEW + residual - what it reconstructs */
+			r_out[j] = (float)(nv + (r ? (double)r[j] : 0) - (double)w);
+			sum->residual_max_abs = fmax(sum->residual_max_abs, fabs((double)r_out[j]));
+		}
+	}
+	sum->values += n;
+	return 0;
+}
+
+int sn_delta_encode(const sn_st *base, const sn_st *nw, const float *residual,
+		    const sn_delta_opts *o, sn_st *delta, float *residual_out,
+		    sn_delta_summary *sum)
+{
+	int err;
+	sn_st_init(delta);
+	memset(sum, 0, sizeof *sum);
+	sum->scheme = o->scheme;
+	sum->block = is_blocked(o->scheme) ? o->block : 0;
+	if ((unsigned)o->scheme >= SN_DELTA_SCHEMES ||
+	    (is_blocked(o->scheme) && (o->block < 1 || o->block > SN_DELTA_BLOCK_MAX)))
+		return sn_fail(SN_EINVAL, "bad scheme or block size");
+	if ((err = check_weights(base, "the base")) || (err = check_weights(nw, "the new weights")) ||
+	    (err = check_same_tensors(base, nw, "the new weights")))
+		return err;
+	if (is_blocked(o->scheme) && (err = check_scale_names(base)))
+		return err;
+	sum->base_crc = sn_st_data_crc(base);
+	int64_t most = 1;
+	for (int i = 0; i < base->ntensors; i++)
+		most = sn_tensor_numel(&base->tensors[i]) > most ? sn_tensor_numel(&base->tensors[i]) : most;
+	double *t = malloc(sizeof *t * (size_t)most);
+	if (!t)
+		return sn_fail(SN_ENOMEM, "out of memory");
+	err = delta_meta(delta, base, nw, o->scheme, o->block);
+	size_t at = 0;
+	for (int i = 0; i < base->ntensors && !err; i++) {
+		const sn_tensor *b = &base->tensors[i];
+		err = encode_tensor(b, sn_st_find(nw, b->name), residual ? residual + at : NULL, o,
+				    delta, residual_out ? residual_out + at : NULL, t, sum);
+		at += (size_t)sn_tensor_numel(b);
+	}
+	sum->tensors = base->ntensors;
+	free(t);
+	if (err)
+		sn_st_free(delta);
+	return err;
+}
+
+/* ---------------------------------------------------------------- residual files */
+
+int sn_delta_residual_load(const char *path, const sn_st *base, float *flat)
+{
+	struct stat sb;
+	size_t total = 0;
+	for (int i = 0; i < base->ntensors; i++)
+		total += (size_t)sn_tensor_numel(&base->tensors[i]);
+	if (stat(path, &sb) != 0 && errno == ENOENT) {
+		memset(flat, 0, 4 * total);
+		return 0;
+	}
+	sn_st st;
+	int err = sn_st_read(path, &st, 0);
+	if (err)
+		return err;
+	const char *f = sn_st_meta(&st, "format");
+	if (!f || strcmp(f, "sn.residual.v1") != 0)
+		err = sn_fail(SN_EFORMAT, "not a residual file (format \"%s\")", f ? f : "");
+	if (!err)
+		err = check_weights(&st, "the residual");
+	if (!err)
+		err = check_same_tensors(base, &st, "the residual");
+	size_t at = 0;
+	for (int i = 0; i < base->ntensors && !err; i++) {
+		const sn_tensor *t = sn_st_find(&st, base->tensors[i].name);
+		memcpy(flat + at, t->data, t->nbytes);
+		at += (size_t)sn_tensor_numel(t);
+	}
+	sn_st_free(&st);
+	return err;
+}
+
+static int residual_build(sn_st *st, const sn_st *base, const sn_st *nw, float *flat,
+			  const sn_delta_opts *o)
+{
+	char blk[16];
+	const char *round = sn_st_meta(nw, "round");
+	snprintf(blk, sizeof blk, "%d", is_blocked(o->scheme) ? o->block : 0);
+	sn_st_init(st);
+	int err = sn_st_set_meta(st, "format", "sn.residual.v1");
+	if (!err)
+		err = sn_st_set_meta(st, "scheme", scheme_names[o->scheme]);
+	if (!err)
+		err = sn_st_set_meta(st, "block", blk);
+	if (!err)
+		err = sn_st_set_meta(st, "round", round ? round : "0");
+	size_t at = 0;
+	for (int i = 0; i < base->ntensors && !err; i++) {
+		const sn_tensor *b = &base->tensors[i];
+		err = sn_st_add(st, b->name, SN_F32, b->ndim, b->shape, flat + at, 0);
+		at += (size_t)sn_tensor_numel(b);
+	}
+	return err;
+}
+
+/* ---------------------------------------------------------------- writing two files as one */
+
+/* DIR/.sn-part-PID-NAME: beside the final name (so rename is atomic), with
+ * its suffix (so a .gz output is still gzip'd). */
+static char *part_name(const char *path)
+{
+	char *a = strdup(path), *b = strdup(path), *out = NULL;
+	if (a && b) {
+		const char *dir = dirname(a), *name = basename(b);
+		size_t len = strlen(dir) + strlen(name) + 48;
+		if ((out = malloc(len)))
+			snprintf(out, len, "%s/.sn-part-%ld-%s", dir, (long)getpid(), name);
+	}
+	free(a);
+	free(b);
+	return out;
+}
+
+static void sync_dir_of(const char *path)
+{
+	char *copy = strdup(path);
+	if (!copy)
+		return;
+	FILE *d = fopen(dirname(copy), "r");
+	if (d) {
+		(void)fsync(fileno(d));
+		fclose(d);
+	}
+	free(copy);
+}
+
+/* Write sts[i] to paths[i] for all i, or change nothing: each goes complete
+ * and fsync'd to a part file first; the renames follow only when all are
+ * written, last to first, so that the first path existing new implies the
+ * others are new too.  "-" is not allowed here. */
+static int write_together(const sn_st *const *sts, const char *const *paths, int n,
+			  const char **bad_path)
+{
+	char *part[4] = {0};
+	int err = 0, i;
+	for (i = 0; i < n && !err; i++) {
+		*bad_path = paths[i];
+		if (!(part[i] = part_name(paths[i])))
+			err = sn_fail(SN_ENOMEM, "out of memory");
+		else
+			err = sn_st_write(sts[i], part[i]);
+		if (err) {
+			free(part[i]);
+			part[i] = NULL;
+		}
+	}
+	for (i = n - 1; i >= 0 && !err; i--) {
+		*bad_path = paths[i];
+		if (rename(part[i], paths[i]) != 0)
+			err = sn_fail(SN_EIO, "cannot rename the temporary file: %s", strerror(errno));
+		else {
+			sync_dir_of(paths[i]);
+			free(part[i]);
+			part[i] = NULL;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		if (part[i])
+			unlink(part[i]);
+		free(part[i]);
+	}
+	return err;
+}
+
+/* ---------------------------------------------------------------- the files */
+
+static int read_weights(const char *path, sn_st *st, const char **bad_path)
+{
+	*bad_path = path;
+	int err = sn_st_read(path, st, 0);
+	if (err)
+		return err;
+	const char *f = sn_st_meta(st, "format");
+	if (!f || strcmp(f, "sn.weights.v1") != 0) {
+		sn_st_free(st);
+		return sn_fail(SN_EFORMAT, "not a weight file (format \"%s\")", f ? f : "");
+	}
+	return 0;
+}
+
+int sn_delta_diff_files(const char *base_path, const char *new_path, const char *out,
+			const sn_delta_opts *o, sn_delta_summary *sum)
+{
+	sn_st base, nw, delta, resid;
+	float *r_in = NULL, *r_out = NULL;
+	int err;
+	sn_st_init(&base);
+	sn_st_init(&nw);
+	sn_st_init(&delta);
+	sn_st_init(&resid);
+	memset(sum, 0, sizeof *sum);
+	if (o->feedback && o->scheme == SN_DELTA_NONE)
+		return sn_fail(SN_EINVAL, "none is exact: it has no residual to feed back");
+	if (o->feedback && strcmp(out, "-") == 0)
+		return sn_fail(SN_EINVAL, "a delta with feedback must go to a file, not stdout");
+	if ((err = read_weights(base_path, &base, &sum->bad_path)) ||
+	    (err = read_weights(new_path, &nw, &sum->bad_path)))
+		goto done;
+	sum->bad_path = base_path;
+	if ((err = check_weights(&base, "the base")))
+		goto done;
+	sum->bad_path = new_path;
+	if ((err = check_weights(&nw, "the new weights")) ||
+	    (err = check_same_tensors(&base, &nw, "the new weights")))
+		goto done;
+	if (o->feedback) {
+		size_t total = 0;
+		for (int i = 0; i < base.ntensors; i++)
+			total += (size_t)sn_tensor_numel(&base.tensors[i]);
+		r_in = malloc(4 * (total ? total : 1));
+		r_out = malloc(4 * (total ? total : 1));
+		if (!r_in || !r_out) {
+			err = sn_fail(SN_ENOMEM, "out of memory");
+			goto done;
+		}
+		sum->bad_path = o->feedback;
+		if ((err = sn_delta_residual_load(o->feedback, &base, r_in)))
+			goto done;
+	}
+	sum->bad_path = new_path;
+	if ((err = sn_delta_encode(&base, &nw, r_in, o, &delta, r_out, sum)))
+		goto done;
+	sum->bad_path = out;
+	if (!o->feedback) {
+		err = sn_st_write(&delta, out);
+	} else if (!(err = residual_build(&resid, &base, &nw, r_out, o))) {
+		const sn_st *sts[2] = {&delta, &resid};
+		const char *paths[2] = {out, o->feedback};
+		err = write_together(sts, paths, 2, &sum->bad_path);
+	}
+done:
+	sn_st_free(&base);
+	sn_st_free(&nw);
+	sn_st_free(&delta);
+	sn_st_free(&resid);
+	free(r_in);
+	free(r_out);
+	return err;
+}
+
+int sn_delta_apply_files(const char *base_path, const char *delta_path, const char *out,
+			 sn_delta_summary *sum)
+{
+	sn_st base, delta, w;
+	int err;
+	sn_st_init(&base);
+	sn_st_init(&delta);
+	sn_st_init(&w);
+	memset(sum, 0, sizeof *sum);
+	if ((err = read_weights(base_path, &base, &sum->bad_path)))
+		goto done;
+	sum->bad_path = delta_path;
+	if ((err = sn_st_read(delta_path, &delta, 0)))
+		goto done;
+	if ((err = sn_delta_decode(&base, &delta, &w)))
+		goto done;
+	(void)read_scheme(&delta, &sum->scheme, &sum->block);
+	sum->tensors = w.ntensors;
+	for (int i = 0; i < w.ntensors; i++)
+		sum->values += sn_tensor_numel(&w.tensors[i]);
+	sum->base_crc = sn_st_data_crc(&base);
+	sum->bad_path = out;
+	err = sn_st_write(&w, out);
+done:
+	sn_st_free(&base);
+	sn_st_free(&delta);
+	sn_st_free(&w);
+	return err;
+}
