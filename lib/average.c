@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "delta.h"
 #include "st.h"
 
 /* The layout every input must share: taken from the first usable input. */
@@ -216,17 +217,43 @@ static void record_meta(input_info *in, const sn_st *st)
 	in->crc = sn_st_data_crc(st);
 }
 
+/* An input as weights: a delta file (sn.delta.v1) is applied to the base
+ * first, so it averages exactly like the weight file sn-delta apply writes. */
+static int read_input(const char *path, const sn_st *base, sn_st *st)
+{
+	int err = sn_st_read(path, st, 0);
+	if (err || !sn_delta_is_delta(st))
+		return err;
+	sn_st w;
+	if (!base)
+		err = sn_fail(SN_EINVAL, "a delta file needs --base, the weights it was made against");
+	else
+		err = sn_delta_decode(base, st, &w);
+	sn_st_free(st);
+	if (!err)
+		*st = w;
+	return err;
+}
+
+/* A delta for other weights, or one given without a base, is a mistake in
+ * the round, not a damaged file: it stops the average like a different net. */
+static int fatal_input_error(int err)
+{
+	return err == SN_ENOMEM || err == SN_EMISMATCH || err == SN_EINVAL;
+}
+
 /* Pass 1: validate every input, keep what is usable and learn the layout.
  * Corrupt or non-finite inputs are excluded; a different net is fatal. */
-static int survey(const char *const *paths, int n, ref_layout *ref, input_info *usable,
-		  int *nusable, sn_average_warn_fn warn, void *ctx, sn_average_summary *s)
+static int survey(const char *const *paths, int n, const sn_st *base, ref_layout *ref,
+		  input_info *usable, int *nusable, sn_average_warn_fn warn, void *ctx,
+		  sn_average_summary *s)
 {
 	for (int i = 0; i < n; i++) {
 		sn_st st;
-		int err = sn_st_read(paths[i], &st, 0);
+		int err = read_input(paths[i], base, &st);
 		if (!err)
 			err = scan_finite(&st);
-		if (err && err != SN_ENOMEM) {
+		if (err && !fatal_input_error(err)) {
 			if (warn)
 				warn(ctx, paths[i], sn_errdetail());
 			s->excluded++;
@@ -254,13 +281,13 @@ static int survey(const char *const *paths, int n, ref_layout *ref, input_info *
 }
 
 /* Pass 2: add the inputs in key order into acc (weighted or not). */
-static int accumulate(const input_info *in, int n, const ref_layout *ref, int weighted,
-		      double *acc, int *order, const char **bad_path)
+static int accumulate(const input_info *in, int n, const sn_st *base, const ref_layout *ref,
+		      int weighted, double *acc, int *order, const char **bad_path)
 {
 	for (int i = 0; i < n; i++) {
 		sn_st st;
 		*bad_path = in[i].path;
-		int err = sn_st_read(in[i].path, &st, 0);
+		int err = read_input(in[i].path, base, &st);
 		if (err)
 			return err;
 		if (content_hash(&st) != in[i].hash) {
@@ -289,11 +316,9 @@ static int accumulate(const input_info *in, int n, const ref_layout *ref, int we
 }
 
 /* The base weights (PREV) as one flat float array in layout order. */
-static int load_base(const char *path, const ref_layout *ref, float *flat, sn_st *meta)
+static int load_base(const ref_layout *ref, float *flat, const sn_st *meta)
 {
-	int err = sn_st_read(path, meta, 0);
-	if (!err)
-		err = check_tensors_f32(meta);
+	int err = check_tensors_f32(meta);
 	if (!err)
 		err = compare_layout(meta, ref, 1);
 	if (err)
@@ -454,7 +479,12 @@ int sn_average_files(const char *const *paths, int n, const char *out,
 		err = sn_fail(SN_EINVAL, "the outer step needs the base weights");
 		goto done;
 	}
-	err = survey(paths, n, &ref, in, &nin, warn, ctx, s);
+	if (o->base) {
+		s->bad_path = o->base;
+		if ((err = sn_st_read(o->base, &base, 0)) != 0)
+			goto done;
+	}
+	err = survey(paths, n, o->base ? &base : NULL, &ref, in, &nin, warn, ctx, s);
 	if (err)
 		goto done;
 	s->used = nin;
@@ -481,7 +511,8 @@ int sn_average_files(const char *const *paths, int n, const char *out,
 			goto done;
 		}
 	}
-	if ((err = accumulate(in, nin, &ref, o->weighted, acc, order, &s->bad_path)) != 0)
+	if ((err = accumulate(in, nin, o->base ? &base : NULL, &ref, o->weighted, acc, order,
+			      &s->bad_path)) != 0)
 		goto done;
 	if (o->base) {
 		prev = malloc(4 * ref.total);
@@ -491,7 +522,7 @@ int sn_average_files(const char *const *paths, int n, const char *out,
 			goto done;
 		}
 		s->bad_path = o->base;
-		if ((err = load_base(o->base, &ref, prev, &base)) != 0)
+		if ((err = load_base(&ref, prev, &base)) != 0)
 			goto done;
 		s->bad_path = o->outer_state;
 		if (m)

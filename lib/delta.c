@@ -169,6 +169,15 @@ static int check_same_tensors(const sn_st *base, const sn_st *other, const char 
 	return 0;
 }
 
+/* apply writes BASE's net, so NEW must have the same one to come back as it was. */
+static int check_same_net(const sn_st *base, const sn_st *nw)
+{
+	const char *a = sn_st_meta(base, "net"), *b = sn_st_meta(nw, "net");
+	if (strcmp(a ? a : "", b ? b : "") != 0)
+		return sn_fail(SN_EMISMATCH, "the net YAML text differs from the base's");
+	return 0;
+}
+
 /* ---------------------------------------------------------------- one tensor's codes */
 
 /* Where one base tensor's delta lives in a delta file. */
@@ -263,8 +272,7 @@ static int check_entry(sn_delta_scheme s, int block, const sn_st *delta, entry *
 	int ndim = s == SN_DELTA_INT4 ? 1 : e->base->ndim;
 	const int64_t *shape = s == SN_DELTA_INT4 ? &packed : e->base->shape;
 	if (!c)
-		return sn_fail(SN_EMISMATCH, "made for other weights: no entry for tensor \"%s\"",
-			       e->base->name);
+		return sn_fail(SN_EFORMAT, "no entry for tensor \"%s\"", e->base->name);
 	if (c->dtype != dtype_of[s] || c->ndim != ndim ||
 	    memcmp(c->shape, shape, sizeof(int64_t) * (size_t)ndim) != 0)
 		return sn_fail(SN_EFORMAT, "entry \"%s\" is %s %s, expected %s %s for %s",
@@ -315,23 +323,24 @@ static int collect_entries(const sn_st *base, const sn_st *delta, sn_delta_schem
 	}
 	int per = is_blocked(s) ? 2 : 1;
 	if (delta->ntensors != per * base->ntensors)
-		return sn_fail(SN_EMISMATCH, "made for other weights: %d tensors where the base's %d "
-			       "need %d", delta->ntensors, base->ntensors, per * base->ntensors);
+		return sn_fail(SN_EFORMAT, "%d tensors where the base's %d need %d", delta->ntensors,
+			       base->ntensors, per * base->ntensors);
 	return 0;
 }
 
-static int copy_meta(sn_st *dst, const sn_st *src, const char *const *keys, int n)
+static const char *const run_keys[] = {"round", "steps", "examples", "loss", "seconds"};
+
+/* The run's metadata (run_keys) from src into dst, in src's order, so that
+ * apply(diff(NEW)) lays its header out as NEW did. */
+static int copy_run_meta(sn_st *dst, const sn_st *src)
 {
 	int err = 0;
-	for (int i = 0; i < n && !err; i++) {
-		const char *v = sn_st_meta(src, keys[i]);
-		if (v)
-			err = sn_st_set_meta(dst, keys[i], v);
-	}
+	for (int i = 0; i < src->nmeta && !err; i++)
+		for (size_t k = 0; k < sizeof run_keys / sizeof *run_keys && !err; k++)
+			if (strcmp(src->meta[i].key, run_keys[k]) == 0)
+				err = sn_st_set_meta(dst, src->meta[i].key, src->meta[i].value);
 	return err;
 }
-
-static const char *const run_keys[] = {"round", "steps", "examples", "loss", "seconds"};
 
 int sn_delta_decode(const sn_st *base, const sn_st *delta, sn_st *w)
 {
@@ -360,7 +369,7 @@ int sn_delta_decode(const sn_st *base, const sn_st *delta, sn_st *w)
 	if (!err && net)
 		err = sn_st_set_meta(w, "net", net);
 	if (!err)
-		err = copy_meta(w, delta, run_keys, 5);
+		err = copy_run_meta(w, delta);
 	for (int i = 0; i < base->ntensors && !err; i++) {
 		const entry *e = &es[i];
 		float *v = malloc(4 * (size_t)(e->n ? e->n : 1));
@@ -462,7 +471,7 @@ static int delta_meta(sn_st *delta, const sn_st *base, const sn_st *nw, sn_delta
 	if (!err)
 		err = sn_st_set_meta(delta, "base_round", base_round ? base_round : "0");
 	if (!err)
-		err = copy_meta(delta, nw, run_keys, 5);
+		err = copy_run_meta(delta, nw);
 	return err;
 }
 
@@ -730,7 +739,7 @@ int sn_delta_diff_files(const char *base_path, const char *new_path, const char 
 		goto done;
 	sum->bad_path = new_path;
 	if ((err = check_weights(&nw, "the new weights")) ||
-	    (err = check_same_tensors(&base, &nw, "the new weights")))
+	    (err = check_same_tensors(&base, &nw, "the new weights")) || (err = check_same_net(&base, &nw)))
 		goto done;
 	if (o->feedback) {
 		size_t total = 0;

@@ -3,7 +3,7 @@
 # cleanly, usage errors that exit 2, and make install/uninstall.
 load helper
 
-COMMANDS=(sn-shard sn-init sn-sgd sn-average sn-eval sn-info sn-train)
+COMMANDS=(sn-shard sn-init sn-sgd sn-average sn-delta sn-eval sn-info sn-train)
 
 @test "every command prints --help on stdout and exits 0" {
 	for c in "${COMMANDS[@]}"; do
