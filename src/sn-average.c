@@ -14,7 +14,8 @@ static void usage(void)
 {
 	printf("Usage: sn-average [OPTION]... IN... -o OUT\n"
 	       "Average weight files (one per worker) into OUT.  IN '-' reads file names\n"
-	       "from stdin, one per line.\n\n"
+	       "from stdin, one per line.  An IN that is a delta (sn-delta diff) is applied\n"
+	       "to --base first.\n\n"
 	       "  -o, --output OUT          the averaged weights ('-' for stdout)\n"
 	       "  -w, --weighted            weight each input by its 'examples' metadata\n"
 	       "  -b, --base PREV           the weights the round started from\n"

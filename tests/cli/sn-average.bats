@@ -341,4 +341,47 @@ unchanged() {
 	run bash -c 'sn-average --json w1 w2 -o out >/dev/full'
 	[ "$status" -eq 1 ]
 	[ "$output" = "sn-average: standard output: No space left on device" ]
+@test "sn-average --base BASE DELTA... equals sn-delta apply then sn-average, bit for bit" {
+	mkw w0 1 100 2.5 10 4; mkw w1 2 300 1.5 60 4; mkw w2 3 50 2.0 70 4; mkw w3 4 80 1.0 65 4
+	for s in none bf16 int8 int4; do
+		for k in 1 2 3; do
+			sn-delta diff w0 w$k -o d$k -c $s
+			sn-delta apply w0 d$k -o a$k
+		done
+		for opts in "" "--weighted" "--outer-lr 0.7 --outer-momentum 0.9"; do
+			rm -f os-d os-a
+			st_d=() st_a=()
+			[ -n "$opts" ] && [ "$opts" != "--weighted" ] && st_d=(--outer-state os-d) st_a=(--outer-state os-a)
+			sn-average --base w0 $opts "${st_d[@]}" d1 d2 d3 -o by-delta
+			sn-average --base w0 $opts "${st_a[@]}" a1 a2 a3 -o by-weights
+			cmp by-delta by-weights || { echo "$s $opts"; return 1; }
+			[ -z "${st_d[*]}" ] || cmp os-d os-a
+			# deltas and weight files mixed
+			sn-average --base w0 $opts d1 a2 d3 -o mixed
+			cmp mixed by-weights || { echo "mixed $s $opts"; return 1; }
+		done
+	done
+}
+
+@test "sn-average refuses a delta without --base or made against other weights, writing nothing" {
+	mkw w0 1; mkw w1 2; mkw other 5
+	sn-delta diff w0 w1 -o d -c int8
+	run sn-average d -o out
+	[ "$status" -eq 1 ]
+	assert_one_line_error d
+	[[ "$output" == *"needs --base"* ]]
+	run sn-average --base other d w1 -o out
+	[ "$status" -eq 1 ]
+	assert_one_line_error d
+	[[ "$output" == *"made against other weights"* ]]
+	[ ! -e out ]
+}
+
+@test "sn-average excludes a damaged delta with a warning, like a damaged weight file" {
+	mkw w0 1; mkw w1 2; mkw w2 3
+	sn-delta diff w0 w1 -o d1 -c int4; sn-delta diff w0 w2 -o d2 -c int4
+	head -c 300 d2 >d2-cut
+	run sn-average --base w0 d1 d2-cut -o out --json
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"d2-cut: excluded: "*"truncated"* && "$output" == *'"used":1'* ]]
 }
