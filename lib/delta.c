@@ -3,13 +3,11 @@
 #include <errno.h>
 #include <float.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 /* Decoding must give the same bits everywhere (see delta.h): plain float32
  * operations, each rounded once.  C11's FLT_EVAL_METHOD tells us the float
@@ -631,75 +629,6 @@ static int residual_build(sn_st *st, const sn_st *base, const sn_st *nw, float *
 	return err;
 }
 
-/* ---------------------------------------------------------------- writing two files as one */
-
-/* DIR/.sn-part-PID-NAME: beside the final name (so rename is atomic), with
- * its suffix (so a .gz output is still gzip'd). */
-static char *part_name(const char *path)
-{
-	char *a = strdup(path), *b = strdup(path), *out = NULL;
-	if (a && b) {
-		const char *dir = dirname(a), *name = basename(b);
-		size_t len = strlen(dir) + strlen(name) + 48;
-		if ((out = malloc(len)))
-			snprintf(out, len, "%s/.sn-part-%ld-%s", dir, (long)getpid(), name);
-	}
-	free(a);
-	free(b);
-	return out;
-}
-
-static void sync_dir_of(const char *path)
-{
-	char *copy = strdup(path);
-	if (!copy)
-		return;
-	FILE *d = fopen(dirname(copy), "r");
-	if (d) {
-		(void)fsync(fileno(d));
-		fclose(d);
-	}
-	free(copy);
-}
-
-/* Write sts[i] to paths[i] for all i, or change nothing: each goes complete
- * and fsync'd to a part file first; the renames follow only when all are
- * written, last to first, so that the first path existing new implies the
- * others are new too.  "-" is not allowed here. */
-static int write_together(const sn_st *const *sts, const char *const *paths, int n,
-			  const char **bad_path)
-{
-	char *part[4] = {0};
-	int err = 0, i;
-	for (i = 0; i < n && !err; i++) {
-		*bad_path = paths[i];
-		if (!(part[i] = part_name(paths[i])))
-			err = sn_fail(SN_ENOMEM, "out of memory");
-		else
-			err = sn_st_write(sts[i], part[i]);
-		if (err) {
-			free(part[i]);
-			part[i] = NULL;
-		}
-	}
-	for (i = n - 1; i >= 0 && !err; i--) {
-		*bad_path = paths[i];
-		if (rename(part[i], paths[i]) != 0)
-			err = sn_fail(SN_EIO, "cannot rename the temporary file: %s", strerror(errno));
-		else {
-			sync_dir_of(paths[i]);
-			free(part[i]);
-			part[i] = NULL;
-		}
-	}
-	for (i = 0; i < n; i++) {
-		if (part[i])
-			unlink(part[i]);
-		free(part[i]);
-	}
-	return err;
-}
-
 /* ---------------------------------------------------------------- the files */
 
 static int read_weights(const char *path, sn_st *st, const char **bad_path)
@@ -762,9 +691,12 @@ int sn_delta_diff_files(const char *base_path, const char *new_path, const char 
 	if (!o->feedback) {
 		err = sn_st_write(&delta, out);
 	} else if (!(err = residual_build(&resid, &base, &nw, r_out, o))) {
-		const sn_st *sts[2] = {&delta, &resid};
-		const char *paths[2] = {out, o->feedback};
-		err = write_together(sts, paths, 2, &sum->bad_path);
+		/* the delta last: its presence means the residual is current */
+		const sn_st *sts[2] = {&resid, &delta};
+		const char *paths[2] = {o->feedback, out};
+		int failed = 1;
+		err = sn_st_write_all(sts, paths, 2, &failed);
+		sum->bad_path = paths[failed >= 0 && failed < 2 ? failed : 1];
 	}
 done:
 	sn_st_free(&base);

@@ -72,8 +72,8 @@ int sn_delta_encode(const sn_st *base, const sn_st *new_w, const float *residual
  * weights" when base_crc32 is not base's. */
 int sn_delta_decode(const sn_st *base, const sn_st *delta, sn_st *weights) SN_MUST_CHECK;
 
-/* The files: DELTA (+ the residual, both committed only once both are
- * complete) from BASE and NEW; NEW from BASE and DELTA. */
+/* The files: DELTA from BASE and NEW (with the residual, committed together
+ * by sn_st_write_all, the delta last); NEW from BASE and DELTA. */
 int sn_delta_diff_files(const char *base, const char *new_w, const char *out,
 			const sn_delta_opts *o, sn_delta_summary *s) SN_MUST_CHECK;
 int sn_delta_apply_files(const char *base, const char *delta, const char *out,

@@ -120,6 +120,11 @@ int main(int argc, char **argv)
 	if (have_block && o.scheme != SN_DELTA_INT8 && o.scheme != SN_DELTA_INT4)
 		sn_cli_usage_error("--block is for int8 and int4");
 
+	/* the residual is the one file read and then replaced */
+	sn_cli_file outs[] = {{"-o", out}, {"--feedback", o.feedback}};
+	sn_cli_file ins[] = {{"BASE", a}, {diff ? "NEW" : "DELTA", b}};
+	sn_cli_check_outputs(outs, 2, ins, 2);
+
 	sn_delta_summary s;
 	int err = diff ? sn_delta_diff_files(a, b, out, &o, &s) : sn_delta_apply_files(a, b, out, &s);
 	if (err)

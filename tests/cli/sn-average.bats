@@ -341,6 +341,8 @@ unchanged() {
 	run bash -c 'sn-average --json w1 w2 -o out >/dev/full'
 	[ "$status" -eq 1 ]
 	[ "$output" = "sn-average: standard output: No space left on device" ]
+}
+
 @test "sn-average --base BASE DELTA... equals sn-delta apply then sn-average, bit for bit" {
 	mkw w0 1 100 2.5 10 4; mkw w1 2 300 1.5 60 4; mkw w2 3 50 2.0 70 4; mkw w3 4 80 1.0 65 4
 	for s in none bf16 int8 int4; do

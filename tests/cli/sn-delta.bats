@@ -103,6 +103,13 @@ for k in a: assert a[k].tobytes() == b[k].tobytes(), k' "$1" "$2"
 		[ "$status" -eq 2 ] || { echo "$args: $status $output"; return 1; }
 	done
 	[ ! -e d ] && [ ! -e r ] && [ ! -e w ]
+	# an output that is an input, or both outputs the same file
+	for args in "diff base new -o new" "diff base new -o base" "diff base new -o d -c int8 --feedback base" \
+		"diff base new -o d -c int8 --feedback d" "apply base new -o base"; do
+		run sn-delta $args
+		[ "$status" -eq 2 ] || { echo "$args: $status $output"; return 1; }
+	done
+	[ ! -e d ]
 }
 
 @test "none is lossless: apply gives NEW bit for bit, -0.0, denormals and huge values included" {
