@@ -112,7 +112,8 @@ int sn_solver_config_set(sn_solver_config *c, const char *key, const char *value
 	};
 	struct { const char *key; int64_t *field; int64_t min; } ints[] = {
 		{"step_size", &c->step_size, 1}, {"max_steps", &c->max_steps, 1},
-		{"warmup", &c->warmup, 0},
+		{"warmup", &c->warmup, 0}, {"crop_pad", &c->crop_pad, 0},
+		{"mirror", &c->mirror, 0},
 	};
 	for (size_t i = 0; i < sizeof doubles / sizeof doubles[0]; i++)
 		if (strcmp(key, doubles[i].key) == 0)
@@ -172,6 +173,11 @@ int sn_solver_config_check(const sn_solver_config *c)
 		return sn_fail(SN_EINVAL, "batch must be at least 1 (got %d)", c->batch);
 	if (c->warmup < 0)
 		return sn_fail(SN_EINVAL, "warmup must not be negative");
+	if (c->crop_pad < 0 || c->crop_pad > SN_MAX_CROP_PAD)
+		return sn_fail(SN_EINVAL, "crop_pad %lld is out of range [0, %d]",
+			       (long long)c->crop_pad, SN_MAX_CROP_PAD);
+	if (c->mirror != 0 && c->mirror != 1)
+		return sn_fail(SN_EINVAL, "mirror must be 0 or 1 (got %lld)", (long long)c->mirror);
 	if (strcmp(c->lr_policy, "step") == 0 && c->step_size < 1)
 		return sn_fail(SN_EINVAL, "lr_policy step needs step_size");
 	if (strcmp(c->lr_policy, "multistep") == 0 && c->nmultistep < 1)

@@ -13,6 +13,7 @@
 #include "error.h"
 
 #define SN_MAX_MULTISTEP 16
+#define SN_MAX_CROP_PAD 1024
 
 typedef struct {
 	char type[16];        /* sgd momentum nesterov adagrad rmsprop adam adamw */
@@ -34,6 +35,10 @@ typedef struct {
 	int64_t max_steps;    /* poly/cosine horizon */
 	double lr_min;        /* cosine floor */
 	int64_t warmup;       /* linear warmup steps from 0 to lr */
+
+	/* Training-time augmentation of [C,H,W] examples (lib/train.c) */
+	int64_t crop_pad;     /* random crop after padding by this many (0 = off) */
+	int64_t mirror;       /* 1: random horizontal mirror */
 } sn_solver_config;
 
 /* Defaults: plain sgd, lr 0.01, momentum 0.9 (used by momentum/nesterov),
@@ -44,7 +49,7 @@ void sn_solver_config_default(sn_solver_config *c);
  * share this): returns 0, or SN_EINVAL with a detail for an unknown key or a
  * bad value.  Keys: type lr momentum weight_decay beta1 beta2 eps rms_decay
  * clip_norm batch lr_policy gamma power step_size multistep (comma list)
- * max_steps lr_min warmup. */
+ * max_steps lr_min warmup crop_pad mirror. */
 int sn_solver_config_set(sn_solver_config *c, const char *key, const char *value) SN_MUST_CHECK;
 
 /* Check the combination (known type and policy, positive lr ...). */

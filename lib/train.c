@@ -298,6 +298,7 @@ typedef struct {
 	int64_t *perm, perm_epoch, *idx;
 	float *x;
 	int32_t *y;
+	float *pad, *example;   /* augmentation: per-channel pad value, one example */
 } batch_buffers;
 
 /* The next B indices in (epoch, cursor) order, wrapping into later epochs;
@@ -314,6 +315,44 @@ static void next_batch(sn_train_state *s, batch_buffers *bb, int64_t n, int B)
 			s->epoch++;
 			s->cursor = 0;
 		}
+	}
+}
+
+void sn_train_augment(float *x, int B, const sn_shape *shape, int64_t crop_pad, int mirror,
+		      const float *pad, float *example, sn_rng *r)
+{
+	const int64_t C = shape->d[0], H = shape->d[1], W = shape->d[2], P = crop_pad;
+	for (int b = 0; b < B; b++) {
+		float *out = x + b * C * H * W;
+		int64_t dy = P, dx = P;
+		if (P > 0) {
+			dy = (int64_t)sn_rng_below(r, (uint64_t)(2 * P + 1));
+			dx = (int64_t)sn_rng_below(r, (uint64_t)(2 * P + 1));
+		}
+		const int flip = mirror && sn_rng_below(r, 2);
+		if (dy == P && dx == P && !flip)
+			continue;
+		memcpy(example, out, (size_t)(C * H * W) * sizeof *example);
+		/* output (i, j) is padded (i + dy, j + dx) = input (i + dy - P, ...) */
+		for (int64_t c = 0; c < C; c++)
+			for (int64_t i = 0; i < H; i++) {
+				const int64_t si = i + dy - P;
+				float *row = out + (c * H + i) * W;
+				for (int64_t j = 0; j < W; j++) {
+					const int64_t sj = (flip ? W - 1 - j : j) + dx - P;
+					row[j] = si < 0 || si >= H || sj < 0 || sj >= W
+						 ? pad[c] : example[(c * H + si) * W + sj];
+				}
+			}
+	}
+}
+
+/* The value a stored 0 (a black pixel) has after normalisation. */
+static void pad_values(const sn_data *d, float *pad)
+{
+	for (int64_t c = 0; c < d->shape.d[0]; c++) {
+		const int k = c < d->nstats ? (int)c : 0;
+		pad[c] = d->nstats ? -d->mean[k] / d->std[k] : 0.0f;
 	}
 }
 
@@ -346,6 +385,11 @@ static int check_run_args(const sn_model *m, const sn_data *d, const sn_solver_c
 			       PRId64 " examples", s->cursor, d->n);
 	if (s->n != m->net->nparam || sn_solver_nbuffers(c) != s->nbuffers)
 		return sn_fail(SN_EMISMATCH, "solver state does not fit this net and solver");
+	if ((c->crop_pad || c->mirror) && d->shape.ndim != 3)
+		return sn_fail(SN_EINVAL, "crop_pad and mirror need [C,H,W] examples");
+	if (c->crop_pad > d->shape.d[1] || c->crop_pad > d->shape.d[2])
+		return sn_fail(SN_EINVAL, "crop_pad %" PRId64 " is larger than the %" PRId64 "x%"
+			       PRId64 " examples", c->crop_pad, d->shape.d[1], d->shape.d[2]);
 	return 0;
 }
 
@@ -364,6 +408,9 @@ static int train_steps(sn_model *m, const sn_data *d, const sn_solver_config *c,
 		double loss = 0;
 		next_batch(s, bb, d->n, B);
 		sn_data_batch(d, bb->idx, B, bb->x, bb->y);
+		if (c->crop_pad || c->mirror)
+			sn_train_augment(bb->x, B, &d->shape, c->crop_pad, (int)c->mirror, bb->pad,
+					 bb->example, &s->rng);
 		if ((err = sn_model_forward(m, bb->x, bb->y, B, 1, &s->rng, &loss)))
 			return err == SN_ENONFINITE ? nonfinite_at(step + 1) : err;
 		if (!isfinite(loss)) {
@@ -401,12 +448,17 @@ int sn_train_run(sn_model *m, const sn_data *d, const sn_solver_config *c,
 	bb.idx = malloc((size_t)c->batch * sizeof *bb.idx);
 	bb.x = malloc((size_t)c->batch * (size_t)in * sizeof *bb.x);
 	bb.y = malloc((size_t)c->batch * sizeof *bb.y);
-	if (!bb.perm || !bb.idx || !bb.x || !bb.y) {
+	bb.example = malloc((size_t)in * sizeof *bb.example);
+	bb.pad = malloc((size_t)d->shape.d[0] * sizeof *bb.pad);
+	if (!bb.perm || !bb.idx || !bb.x || !bb.y || !bb.example || !bb.pad) {
 		err = sn_fail(SN_ENOMEM, "out of memory for batches of %d", c->batch);
 		goto out;
 	}
+	pad_values(d, bb.pad);
 	err = train_steps(m, d, c, o, s, &bb, r);
 out:
+	free(bb.example);
+	free(bb.pad);
 	free(bb.perm);
 	free(bb.idx);
 	free(bb.x);

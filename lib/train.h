@@ -86,6 +86,18 @@ int sn_train_run(sn_model *m, const sn_data *d, const sn_solver_config *c,
 		 const sn_train_options *o, sn_train_state *s,
 		 sn_train_result *r) SN_MUST_CHECK;
 
+/* Random crop after padding and random horizontal mirror of the examples
+ * x[B, shape] in place, as Caffe's transform_param and torchvision's
+ * RandomCrop(padding) + RandomHorizontalFlip do.  Per example: the crop's
+ * top-left corner (dy, dx) in [0, 2*crop_pad]^2 of the padded image, then,
+ * with mirror, a coin for the flip; all drawn from r, the state's generator,
+ * so a resumed run draws what one long run would.  pad[c] fills the border
+ * of channel c; example is scratch for one example.  sn_train_run does this
+ * to every training batch when c->crop_pad or c->mirror is set, padding
+ * with a black pixel (a stored 0, normalised); evaluation never does. */
+void sn_train_augment(float *x, int B, const sn_shape *shape, int64_t crop_pad, int mirror,
+		      const float *pad, float *example, sn_rng *r);
+
 /* The weights' integer metadata `key` (e.g. "steps"), or 0 when absent;
  * SN_EFORMAT when present but not a non-negative decimal integer. */
 int sn_train_meta_int(const sn_st *st, const char *key, int64_t *v) SN_MUST_CHECK;

@@ -34,6 +34,8 @@ static const char usage_text[] =
 	"      --lr X              base learning rate\n"
 	"      --momentum M        momentum\n"
 	"      --weight-decay W    L2 weight decay\n"
+	"      --crop-pad P        augment: random crop after padding by P pixels\n"
+	"      --mirror            augment: random horizontal mirror\n"
 	"      --set KEY=VALUE     any solver: key (lr_policy=cosine, max_steps=4000,\n"
 	"                          warmup=100, clip_norm=5 ...); repeatable\n"
 	"      --profile           per-layer timings (stderr, or in --json)\n"
@@ -47,7 +49,7 @@ static const char usage_text[] =
 	"Exit status: 0 ok, 1 runtime error, 2 usage error, 3 diverged.\n";
 
 enum { OPT_SEED = 256, OPT_SOLVER, OPT_LR, OPT_MOMENTUM, OPT_WD, OPT_SET, OPT_PROFILE, OPT_JSON,
-       OPT_CHECK_ARGS };
+       OPT_CHECK_ARGS, OPT_CROP_PAD, OPT_MIRROR };
 
 static const struct option long_options[] = {
 	{"weights", required_argument, NULL, 'w'},
@@ -64,6 +66,8 @@ static const struct option long_options[] = {
 	{"momentum", required_argument, NULL, OPT_MOMENTUM},
 	{"weight-decay", required_argument, NULL, OPT_WD},
 	{"set", required_argument, NULL, OPT_SET},
+	{"crop-pad", required_argument, NULL, OPT_CROP_PAD},
+	{"mirror", no_argument, NULL, OPT_MIRROR},
 	{"profile", no_argument, NULL, OPT_PROFILE},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"check-args", required_argument, NULL, OPT_CHECK_ARGS},
@@ -123,6 +127,11 @@ static void parse_options(int argc, char **argv, options *o)
 			(void)sn_cli_double("--weight-decay", optarg, 0, 1e30);
 			add_override(o, "weight_decay", optarg);
 			break;
+		case OPT_CROP_PAD:
+			(void)sn_cli_int("--crop-pad", optarg, 0, SN_MAX_CROP_PAD);
+			add_override(o, "crop_pad", optarg);
+			break;
+		case OPT_MIRROR: add_override(o, "mirror", "1"); break;
 		case OPT_SET: {
 			char *eq = strchr(optarg, '=');
 			if (!eq || eq == optarg)

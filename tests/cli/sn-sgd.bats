@@ -81,6 +81,51 @@ json_field() { "$PY" -c "import json,sys; print(json.load(open('$1'))['$2'])"; }
 	[ "$(meta state.safetensors cursor)" = 1440 ]
 }
 
+@test "with --crop-pad and --mirror, three runs of 5 steps with a state file equal one run of 15, bit for bit" {
+	w=$D/lenet.safetensors
+	for r in 0 1 2; do
+		sn-sgd -w "$w" -d "$D/train.safetensors" -o "r$r.safetensors" --iters 5 \
+			--batch 32 --state state.safetensors --seed 7 --crop-pad 2 --mirror
+		w=r$r.safetensors
+	done
+	sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o long.safetensors \
+		--iters 15 --batch 32 --state long-state.safetensors --seed 7 --crop-pad 2 --mirror
+	same r2.safetensors long.safetensors
+	same state.safetensors long-state.safetensors
+	# the same run through the solver keys, and without augmentation another result
+	sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o keys.safetensors \
+		--iters 15 --batch 32 --seed 7 --set crop_pad=2 --set mirror=1
+	same keys.safetensors long.safetensors
+	sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o plain.safetensors \
+		--iters 15 --batch 32 --seed 7
+	! same plain.safetensors long.safetensors
+	sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o mirror.safetensors \
+		--iters 15 --batch 32 --seed 7 --mirror
+	! same mirror.safetensors long.safetensors
+	! same mirror.safetensors plain.safetensors
+}
+
+@test "augmentation needs image examples no smaller than the padding, and sane values" {
+	run sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o w.safetensors \
+		--iters 1 --crop-pad 29
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"crop_pad 29 is larger than the 28x28 examples"* ]]
+	"$PY" "$REF" data table.safetensors --random 20 --shape 784
+	printf 'input: [784]\nlayers:\n  - {type: dense, units: 10}\n  - softmax_cross_entropy\n' >flat.yaml
+	sn-init flat.yaml -o flat.safetensors
+	run sn-sgd -w flat.safetensors -d table.safetensors -o w.safetensors --iters 1 --mirror
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"crop_pad and mirror need [C,H,W] examples"* ]]
+	run sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o w.safetensors \
+		--iters 1 --crop-pad -1
+	[ "$status" -eq 2 ]
+	run sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o w.safetensors \
+		--iters 1 --set mirror=2
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"mirror must be 0 or 1"* ]]
+	[ ! -e w.safetensors ]
+}
+
 @test "sn-sgd without a state file starts the data order afresh each run" {
 	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o a.safetensors --iters 2
 	sn-sgd -w a.safetensors -d "$D/train.safetensors" -o b.safetensors --iters 2

@@ -413,10 +413,60 @@ static void integer_metadata_is_parsed_strictly(void **state)
 	sn_st_free(&st);
 }
 
+/* Every augmented example is the original shifted by (dy - P, dx - P) with
+ * the border filled by the pad value, mirrored or not; over many draws all
+ * (2P+1)^2 * 2 outcomes show up, and the same generator state draws the
+ * same batch. */
+static void augmentation_crops_padded_images_and_mirrors_them(void **state)
+{
+	(void)state;
+	enum { B = 300, C = 2, H = 3, W = 4, P = 1 };
+	const sn_shape shape = {3, {C, H, W}};
+	const float pad[C] = {-1.0f, -2.0f};
+	static float x[B][C][H][W], again[B][C][H][W];
+	float example[C * H * W];
+	for (int b = 0; b < B; b++)
+		for (int i = 0; i < C * H * W; i++)
+			(&x[b][0][0][0])[i] = (float)(i + 1);
+	memcpy(again, x, sizeof x);
+	sn_rng r, r2;
+	sn_rng_seed(&r, 5);
+	sn_rng_seed(&r2, 5);
+	sn_train_augment(&x[0][0][0][0], B, &shape, P, 1, pad, example, &r);
+	sn_train_augment(&again[0][0][0][0], B, &shape, P, 1, pad, example, &r2);
+	assert_memory_equal(x, again, sizeof x);
+	int seen[2 * P + 1][2 * P + 1][2] = {{{0}}};
+	for (int b = 0; b < B; b++) {
+		int found = 0;
+		for (int dy = 0; dy <= 2 * P && !found; dy++)
+			for (int dx = 0; dx <= 2 * P && !found; dx++)
+				for (int flip = 0; flip < 2 && !found; flip++) {
+					int same = 1;
+					for (int c = 0; c < C; c++)
+						for (int i = 0; i < H; i++)
+							for (int j = 0; j < W; j++) {
+								int si = i + dy - P;
+								int sj = (flip ? W - 1 - j : j) + dx - P;
+								float want = si < 0 || si >= H || sj < 0 || sj >= W
+									? pad[c] : (float)((c * H + si) * W + sj + 1);
+								same &= x[b][c][i][j] == want;
+							}
+					if (same)
+						found = 1, seen[dy][dx][flip]++;
+				}
+		assert_true(found);
+	}
+	for (int dy = 0; dy <= 2 * P; dy++)
+		for (int dx = 0; dx <= 2 * P; dx++)
+			for (int flip = 0; flip < 2; flip++)
+				assert_true(seen[dy][dx][flip] > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(integer_metadata_is_parsed_strictly),
+		cmocka_unit_test(augmentation_crops_padded_images_and_mirrors_them),
 		cmocka_unit_test_setup_teardown(loss_decreases_on_a_learnable_table, setup, teardown),
 		cmocka_unit_test_setup_teardown(three_resumed_runs_equal_one_long_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_state_for_another_solver_is_refused, setup, teardown),
