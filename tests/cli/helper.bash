@@ -5,6 +5,8 @@ SN_BIN=${SN_BIN:-$SN_ROOT/bin}
 # /usr/bin first after ours: the tests need Debian's python3 (numpy, torch),
 # not a pyenv or virtualenv python3 that may shadow it.
 export PATH="$SN_BIN:$SN_ROOT/bin:/usr/bin:$PATH"
+# sn-train runs the tools beside itself first; under test, the ones in $SN_BIN
+export SN_EXEC_PATH=$SN_BIN
 # PY: the first python3 with numpy, for fixtures and readers that know nothing
 # of sn.  Probed once per suite (setup_file's export reaches its tests).
 if [ -z "${PY:-}" ]; then

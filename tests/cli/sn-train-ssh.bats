@@ -14,6 +14,21 @@ setup_file() {
 		-k 1 --limit 1000 --stats-from "$FX/shards/shard-000.safetensors" -o "$FX/test"
 }
 
+# same_tensors A B: the two weight files hold identical tensors
+same_tensors() {
+	"$PY" - "$1" "$2" <<'PY'
+import json, struct, sys
+def rd(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    return {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
+a, b = rd(sys.argv[1]), rd(sys.argv[2])
+assert a.keys() == b.keys(), (a.keys(), b.keys())
+bad = [k for k in a if a[k] != b[k]]
+assert not bad, "tensors differ: %s" % bad
+PY
+}
+
 setup() {
 	command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || skip "openssh-server is not installed"
 	sn_setup_tmp
@@ -36,11 +51,13 @@ teardown() {
 	first=$(awk -F '\t' 'NR == 2 { print $9 }' run/log.tsv)
 	lastacc=$(awk -F '\t' 'NR == 4 { print $9 }' run/log.tsv)
 	awk -v a="$first" -v b="$lastacc" 'BEGIN { exit !(b > a && b > 0.6) }'
-	# the shards travelled to both hosts' work directories, and both ran workers
+	# each host got the shard of the worker it runs, and both ran workers
 	id=$(cat run/run-id)
+	cmp "$FX/shards/shard-000.safetensors" "$TMP/hosts/h1/work/.sn-train/$id/shards/shard-000.safetensors"
+	cmp "$FX/shards/shard-001.safetensors" "$TMP/hosts/h2/work/.sn-train/$id/shards/shard-001.safetensors"
+	[ ! -e "$TMP/hosts/h1/work/.sn-train/$id/shards/shard-001.safetensors" ]
 	for h in h1 h2; do
-		cmp "$FX/shards/shard-001.safetensors" "$TMP/hosts/$h/work/.sn-train/$id/shards/shard-001.safetensors"
-		grep -q "staged 2 shards" run/events.log
+		grep -q "host $h: staged 1 shards" run/events.log
 		grep -q "done on $h" run/events.log
 		grep -q 'Accepted publickey' "$TMP/hosts/$h/sshd.log"
 	done
@@ -56,31 +73,37 @@ teardown() {
 	grep -q 'removed' run/events.log
 }
 
-@test "sn-train finishes with the surviving host when one host's sshd dies mid-run" {
-	sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards" --out run --rounds 4 --iters 20 \
-		--ssh "$SSH" -S h1,h2 --remote-path "$SN_BIN" --min-workers 1 --quiet &
+@test "sn-train moves a dead host's worker to the survivor, and the weights are those of a run without the fault" {
+	args=(--net "$NETS/mlp.yaml" --shards "$FX/shards" --rounds 4 --iters 20 --seed 4
+		--ssh "$SSH" -S h1,h2 --remote-path "$SN_BIN" --checkpoint-every 2 --quiet)
+	sn-train "${args[@]}" --out whole
+	sn-train "${args[@]}" --out run &
 	pid=$!
 	for _ in $(seq 600); do [ -e run/w-0001.safetensors ] && break; sleep 0.05; done
-	ssh_host_kill h2
+	ssh_host_down h2
 	wait "$pid"
 	[ -f run/w-0004.safetensors ]
 	grep -q 'host h2: unreachable' run/events.log
 	[ "$(wc -l <run/log.tsv)" -eq 5 ]
+	awk -F '\t' 'NR > 1 && $6 != 2 { exit 1 }' run/log.tsv   # no worker was left out
+	# worker 1 went to h1 and rebuilt its state from the master's checkpoint
+	grep -q 'worker 1: replayed rounds' run/events.log
+	grep -q 'worker 1: done on h1' run/events.log
+	same_tensors whole/w-0004.safetensors run/w-0004.safetensors
 }
 
-@test "sn-train --stage copies the shards to every host and stops" {
+@test "sn-train --stage copies the shards to the hosts and stops" {
 	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards" --out run --ssh "$SSH" -S h1,h2 --stage
 	[ "$status" -eq 0 ]
 	id=$(cat run/run-id)
-	for h in h1 h2; do
-		cmp "$FX/shards/shard-000.safetensors" "$TMP/hosts/$h/work/.sn-train/$id/shards/shard-000.safetensors"
-	done
+	cmp "$FX/shards/shard-000.safetensors" "$TMP/hosts/h1/work/.sn-train/$id/shards/shard-000.safetensors"
+	cmp "$FX/shards/shard-001.safetensors" "$TMP/hosts/h2/work/.sn-train/$id/shards/shard-001.safetensors"
 	[ ! -e run/w-0001.safetensors ]
 	run sn-train --resume --shards "$FX/shards" --out run --ssh "$SSH" -S h1,h2 \
 		--remote-path "$SN_BIN" --rounds 1 --iters 3 --quiet
 	[ "$status" -eq 0 ]
 	[ -f run/w-0001.safetensors ]
-	[ "$(grep -c 'staged 2 shards' run/events.log)" -eq 2 ]   # once per host, not again
+	[ "$(grep -c 'staged 1 shards' run/events.log)" -eq 2 ]   # once per host, not again
 }
 
 @test "sn-train exits 1 when no host can be reached" {

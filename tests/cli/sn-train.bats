@@ -50,14 +50,21 @@ EOF2
 	[[ "$output" == *"round 4/4"* ]]
 	[[ "$output" == *"best accuracy "*" at round "* ]]
 	for r in 0000 0001 0002 0003 0004; do [ -f "run/w-$r.safetensors" ]; done
-	[ "$(head -n 1 run/log.tsv)" = "$(printf 'round\twall_s\tworker_max_s\tworker_mean_s\toverhead_s\tworkers\ttrain_loss\teval_loss\teval_acc')" ]
+	[ "$(head -n 1 run/log.tsv)" = "$(printf 'round\twall_s\tworker_max_s\tworker_mean_s\toverhead_s\tworkers\ttrain_loss\teval_loss\teval_acc\tbytes_down\tbytes_up')" ]
 	[ "$(wc -l <run/log.tsv)" -eq 5 ]
-	awk -F '\t' 'NR > 1 && (NF != 9 || $6 != 2 || $9 == "") { exit 1 }' run/log.tsv
+	awk -F '\t' 'NR > 1 && (NF != 11 || $6 != 2 || $9 == "") { exit 1 }' run/log.tsv
+	# locally the bytes are the sizes of the files handed over: the weights
+	# to each of the two workers and their weights back
+	w=$(stat -c %s run/w-0001.safetensors)
+	awk -F '\t' -v w="$w" 'NR > 1 && ($10 < 2 * w - 512 || $10 > 2 * w + 512 || $11 < 2 * w - 512 || $11 > 2 * w + 512) { exit 1 }' run/log.tsv
+	[[ "$output" == *"bytes down"* ]]
 	first=$(awk -F '\t' 'NR == 2 { print $9 }' run/log.tsv)
 	lastacc=$(awk -F '\t' 'NR == 5 { print $9 }' run/log.tsv)
 	awk -v a="$first" -v b="$lastacc" 'BEGIN { exit !(b > a && b > 0.6) }'
 	grep -q 'round 3: done' run/events.log
-	[ -f run/state/0.safetensors ] && [ -f run/state/1.safetensors ]
+	[ -f run/state/0.0004.safetensors ] && [ -f run/state/1.0004.safetensors ]
+	[ "$(ls run/state | wc -l)" -eq 2 ]   # only the newest state of each worker
+	[ "$(cat run/threads)" -ge 1 ]
 	if command -v gnuplot >/dev/null; then [ -s run/curve.png ]; fi
 }
 
@@ -115,7 +122,7 @@ EOF2
 
 @test "sn-train goes on with the survivors when a worker dies" {
 	fake_failing_worker
-	PATH=$PWD/fake:$PATH run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run \
+	SN_EXEC_PATH=$PWD/fake:$SN_BIN run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run \
 		--rounds 2 --iters 5 --quiet
 	[ "$status" -eq 0 ]
 	awk -F '\t' 'NR > 1 && $6 != 1 { exit 1 }' run/log.tsv
@@ -126,7 +133,7 @@ EOF2
 
 @test "sn-train exits 4 when fewer than --min-workers workers come back" {
 	fake_failing_worker
-	PATH=$PWD/fake:$PATH run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run \
+	SN_EXEC_PATH=$PWD/fake:$SN_BIN run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run \
 		--rounds 2 --iters 5 --min-workers 2 --quiet
 	[ "$status" -eq 4 ]
 	[[ "$output" == *"round 0: 1 of 2 workers came back, fewer than --min-workers 2"* ]]

@@ -82,6 +82,16 @@ ssh_host_kill() {
 	wait "$pid" 2>/dev/null || true
 }
 
+# ssh_host_down hI: the host goes away: its listener and every session it
+# serves (shared master connections included)
+ssh_host_down() {
+	local pid
+	pid=$(cat "$TMP/hosts/$1/pid")
+	pkill -KILL -P "$pid" 2>/dev/null || true
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
 # kill every sshd this suite started, and their sessions
 ssh_hosts_stop() {
 	local f pid
