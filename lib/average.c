@@ -9,6 +9,7 @@
 
 #include "delta.h"
 #include "st.h"
+#include "train.h"
 
 /* The layout every input must share: taken from the first usable input. */
 typedef struct {
@@ -32,9 +33,9 @@ typedef struct {
 	const char *path;
 	uint64_t hash;
 	uint32_t crc;
-	double examples, loss, steps, seconds;
+	double loss, seconds;
 	int has_loss;
-	int64_t round;
+	int64_t examples, steps, round;
 } input_info;
 
 void sn_average_opts_default(sn_average_opts *o)
@@ -194,11 +195,11 @@ static int input_cmp(const void *pa, const void *pb)
 		return a->hash < b->hash ? -1 : 1;
 	if (a->crc != b->crc)
 		return a->crc < b->crc ? -1 : 1;
-	int c = cmp_double(a->examples, b->examples);
+	int c = (a->examples > b->examples) - (a->examples < b->examples);
 	if (!c)
 		c = cmp_double(a->loss, b->loss);
 	if (!c)
-		c = cmp_double(a->steps, b->steps);
+		c = (a->steps > b->steps) - (a->steps < b->steps);
 	if (!c)
 		c = cmp_double(a->seconds, b->seconds);
 	if (!c)
@@ -206,15 +207,20 @@ static int input_cmp(const void *pa, const void *pb)
 	return c;
 }
 
-static void record_meta(input_info *in, const sn_st *st)
+/* The counters are strict (sn_train_meta_int): a worker file whose counters
+ * are not non-negative integers is as corrupt as one with a bad crc32. */
+static int record_meta(input_info *in, const sn_st *st)
 {
-	in->examples = meta_number(st, "examples", 0, NULL);
+	int err;
+	if ((err = sn_train_meta_int(st, "examples", &in->examples)) ||
+	    (err = sn_train_meta_int(st, "steps", &in->steps)) ||
+	    (err = sn_train_meta_int(st, "round", &in->round)))
+		return err;
 	in->loss = meta_number(st, "loss", 0, &in->has_loss);
-	in->steps = meta_number(st, "steps", 0, NULL);
 	in->seconds = meta_number(st, "seconds", 0, NULL);
-	in->round = (int64_t)meta_number(st, "round", 0, NULL);
 	in->hash = content_hash(st);
 	in->crc = sn_st_data_crc(st);
+	return 0;
 }
 
 /* An input as weights: a delta file (sn.delta.v1) is applied to the base
@@ -253,6 +259,8 @@ static int survey(const char *const *paths, int n, const sn_st *base, ref_layout
 		int err = read_input(paths[i], base, &st);
 		if (!err)
 			err = scan_finite(&st);
+		if (!err)
+			err = record_meta(&usable[*nusable], &st);
 		if (err && !fatal_input_error(err)) {
 			if (warn)
 				warn(ctx, paths[i], sn_errdetail());
@@ -273,7 +281,6 @@ static int survey(const char *const *paths, int n, const sn_st *base, ref_layout
 			return err;
 		}
 		usable[*nusable].path = paths[i];
-		record_meta(&usable[*nusable], &st);
 		(*nusable)++;
 		sn_st_free(&st);
 	}
@@ -294,7 +301,7 @@ static int accumulate(const input_info *in, int n, const sn_st *base, const ref_
 			sn_st_free(&st);
 			return sn_fail(SN_EIO, "changed while it was being averaged");
 		}
-		double w = weighted ? in[i].examples : 1.0;
+		double w = weighted ? (double)in[i].examples : 1.0;
 		for (int k = 0; k < ref->nt; k++) {
 			const ref_tensor *rt = &ref->t[k];
 			const sn_tensor *t = sn_st_find(&st, rt->name);
@@ -348,7 +355,11 @@ static int load_outer_state(const char *path, const ref_layout *ref, int64_t bas
 		err = check_tensors_f32(&st);
 	if (!err)
 		err = compare_layout(&st, ref, 0);
-	int64_t round = (int64_t)meta_number(&st, "round", -1, NULL);
+	int64_t round = -1;
+	if (!err && !sn_st_meta(&st, "round"))
+		err = sn_fail(SN_EFORMAT, "outer state has no \"round\" metadata");
+	if (!err)
+		err = sn_train_meta_int(&st, "round", &round);
 	if (!err && round != base_round)
 		err = sn_fail(SN_EMISMATCH, "outer state is for round %lld, the base is round %lld",
 			      (long long)round, (long long)base_round);
@@ -374,34 +385,55 @@ static int build_flat(sn_st *st, const ref_layout *ref, const int *order, const 
 	return err;
 }
 
-/* Metadata of the result; see sn-average(1) for the rules. */
-static void summarize(const input_info *in, int n, const sn_st *base, sn_average_summary *s)
+/* Metadata of the result; see sn-average(1) for the rules.  Counters are
+ * added with overflow checks: the file that overflows one is blamed. */
+static int summarize(const input_info *in, int n, const sn_st *base, const char *base_path,
+		     sn_average_summary *s)
 {
-	double ex = 0, lw = 0, lsum = 0, lplain = 0, steps = 0, secs = 0;
-	int nloss = 0;
-	int64_t max_round = 0;
-	double base_steps = base ? meta_number(base, "steps", 0, NULL) : 0;
+	double lw = 0, lsum = 0, lplain = 0, secs = 0;
+	int nloss = 0, err;
+	int64_t ex = 0, steps = 0, max_round = 0, base_steps = 0, base_round = 0;
+	if (base && ((err = sn_train_meta_int(base, "steps", &base_steps)) ||
+		     (err = sn_train_meta_int(base, "round", &base_round)))) {
+		s->bad_path = base_path;
+		return err;
+	}
 	s->seconds_max = 0;
 	for (int i = 0; i < n; i++) {
-		ex += in[i].examples;
-		steps += in[i].steps - base_steps;
+		s->bad_path = in[i].path;
+		if (__builtin_add_overflow(ex, in[i].examples, &ex))
+			return sn_fail(SN_EFORMAT, "examples %lld: the sum over the inputs overflows",
+				       (long long)in[i].examples);
+		if (__builtin_add_overflow(steps, in[i].steps - base_steps, &steps))
+			return sn_fail(SN_EFORMAT, "steps %lld: the sum over the inputs overflows",
+				       (long long)in[i].steps);
 		secs += in[i].seconds;
 		if (in[i].seconds > s->seconds_max)
 			s->seconds_max = in[i].seconds;
 		if (in[i].round > max_round || i == 0)
 			max_round = in[i].round;
 		if (in[i].has_loss) {
-			lw += in[i].examples;
-			lsum += in[i].examples * in[i].loss;
+			lw += (double)in[i].examples;
+			lsum += (double)in[i].examples * in[i].loss;
 			lplain += in[i].loss;
 			nloss++;
 		}
 	}
-	s->examples = (int64_t)ex;
+	s->examples = ex;
 	s->loss = nloss == 0 ? NAN : lw > 0 ? lsum / lw : lplain / nloss;
 	s->seconds_mean = secs / n;
-	s->steps = (int64_t)base_steps + llround(steps / n);
-	s->round = base ? (int64_t)meta_number(base, "round", 0, NULL) + 1 : max_round + 1;
+	if (__builtin_add_overflow(base_steps, (int64_t)llround((double)steps / n), &s->steps))
+		return sn_fail(SN_EFORMAT, "steps: the mean overflows");
+	if (base)
+		s->bad_path = base_path;
+	else
+		for (int i = 0; i < n; i++)
+			if (in[i].round == max_round)
+				s->bad_path = in[i].path;
+	if (__builtin_add_overflow(base ? base_round : max_round, 1, &s->round))
+		return sn_fail(SN_EFORMAT, "round %lld is the last there can be",
+			       (long long)(base ? base_round : max_round));
+	return 0;
 }
 
 /* The outer state and the weights are one commit (sn_st_write_all): the
@@ -527,12 +559,18 @@ int sn_average_files(const char *const *paths, int n, const char *out,
 		s->bad_path = o->outer_state;
 		if (m)
 			memset(m, 0, 4 * ref.total);
-		if (o->outer && o->outer_state && (err = load_outer_state(o->outer_state, &ref,
-				(int64_t)meta_number(&base, "round", 0, NULL), m)) != 0)
+		int64_t base_round;
+		if ((err = sn_train_meta_int(&base, "round", &base_round)) != 0) {
+			s->bad_path = o->base;
+			goto done;
+		}
+		if (o->outer && o->outer_state &&
+		    (err = load_outer_state(o->outer_state, &ref, base_round, m)) != 0)
 			goto done;
 	}
+	if ((err = summarize(in, nin, o->base ? &base : NULL, o->base, s)) != 0)
+		goto done;
 	s->bad_path = out;
-	summarize(in, nin, o->base ? &base : NULL, s);
 	combine(acc, total_weight, o->outer ? prev : NULL, m, o, w, ref.total);
 	err = write_outputs(out, o, &ref, order, w, m, s);
 done:

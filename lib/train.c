@@ -57,6 +57,37 @@ int sn_train_meta_int(const sn_st *st, const char *key, int64_t *v)
 	return 0;
 }
 
+int sn_train_check_counters(const sn_st *st)
+{
+	static const struct {
+		const char *format, *keys[4];
+		int required;
+	} known[] = {
+		{"sn.weights.v1", {"round", "steps", "examples"}, 0},
+		{STATE_FORMAT, {"step", "epoch", "cursor", "seed"}, 1},
+		{"sn.outer.v1", {"round"}, 1},
+	};
+	const char *format = sn_st_meta(st, "format");
+	for (size_t i = 0; format && i < sizeof known / sizeof known[0]; i++) {
+		if (strcmp(format, known[i].format))
+			continue;
+		for (int k = 0; k < 4 && known[i].keys[k]; k++) {
+			const char *key = known[i].keys[k], *text = sn_st_meta(st, key);
+			int64_t v;
+			uint64_t u;
+			int err;
+			if (!text && known[i].required)
+				return sn_fail(SN_EFORMAT, "%s has no \"%s\" metadata", format, key);
+			if (!strcmp(key, "seed") && text && parse_u64(text, &u))
+				return sn_fail(SN_EFORMAT, "metadata seed \"%.40s\" is not an integer",
+					       text);
+			if (strcmp(key, "seed") && (err = sn_train_meta_int(st, key, &v)))
+				return err;
+		}
+	}
+	return 0;
+}
+
 /* ---- solver state ---------------------------------------------------- */
 
 int sn_train_state_init(sn_train_state *s, const sn_net *net,
@@ -303,7 +334,7 @@ typedef struct {
 
 /* The next B indices in (epoch, cursor) order, wrapping into later epochs;
  * the cursor is kept below n so a saved state is canonical. */
-static void next_batch(sn_train_state *s, batch_buffers *bb, int64_t n, int B)
+static int next_batch(sn_train_state *s, batch_buffers *bb, int64_t n, int B)
 {
 	for (int i = 0; i < B; i++) {
 		if (bb->perm_epoch != s->epoch) {
@@ -312,10 +343,23 @@ static void next_batch(sn_train_state *s, batch_buffers *bb, int64_t n, int B)
 		}
 		bb->idx[i] = bb->perm[s->cursor++];
 		if (s->cursor == n) {
+			if (s->epoch == INT64_MAX)
+				return sn_fail(SN_EFORMAT, "state epoch %" PRId64 " cannot advance",
+					       s->epoch);
 			s->epoch++;
 			s->cursor = 0;
 		}
 	}
+	return 0;
+}
+
+int sn_train_check_steps(int64_t steps, int64_t iters, const char *what)
+{
+	int64_t end;
+	if (steps < 0 || __builtin_add_overflow(steps, iters, &end))
+		return sn_fail(SN_EFORMAT, "%s %" PRId64 " leaves no room for %" PRId64
+			       " more steps", what, steps, iters);
+	return 0;
 }
 
 void sn_train_augment(float *x, int B, const sn_shape *shape, int64_t crop_pad, int mirror,
@@ -406,7 +450,8 @@ static int train_steps(sn_model *m, const sn_data *d, const sn_solver_config *c,
 			break;
 		int64_t step = o->first_step + i;
 		double loss = 0;
-		next_batch(s, bb, d->n, B);
+		if ((err = next_batch(s, bb, d->n, B)))
+			return err;
 		sn_data_batch(d, bb->idx, B, bb->x, bb->y);
 		if (c->crop_pad || c->mirror)
 			sn_train_augment(bb->x, B, &d->shape, c->crop_pad, (int)c->mirror, bb->pad,
@@ -427,7 +472,9 @@ static int train_steps(sn_model *m, const sn_data *d, const sn_solver_config *c,
 			o->progress(o->progress_ctx, r->steps, loss_sum / (double)r->steps,
 				    r->seconds > 0 ? (double)(r->steps * B) / r->seconds : 0);
 	}
-	r->examples = r->steps * B;
+	if (__builtin_mul_overflow(r->steps, (int64_t)B, &r->examples))
+		return sn_fail(SN_EINVAL, "%" PRId64 " steps of %d examples overflow a counter",
+			       r->steps, B);
 	r->loss = loss_sum / (double)r->steps;
 	r->seconds = now_seconds() - t0;
 	return check_weights_finite(net, o->first_step + r->steps);
@@ -441,7 +488,9 @@ int sn_train_run(sn_model *m, const sn_data *d, const sn_solver_config *c,
 	memset(r, 0, sizeof *r);
 	if (o->iters < 1)
 		return sn_fail(SN_EINVAL, "iterations must be at least 1");
-	if ((err = check_run_args(m, d, c, s)))
+	if ((err = check_run_args(m, d, c, s)) ||
+	    (err = sn_train_check_steps(o->first_step, o->iters, "weights metadata steps")) ||
+	    (err = sn_train_check_steps(s->step, o->iters, "state step")))
 		return err;
 	int64_t in = sn_shape_size(&d->shape);
 	bb.perm = malloc((size_t)d->n * sizeof *bb.perm);

@@ -100,6 +100,15 @@ void sn_train_augment(float *x, int B, const sn_shape *shape, int64_t crop_pad, 
 
 /* The weights' integer metadata `key` (e.g. "steps"), or 0 when absent;
  * SN_EFORMAT when present but not a non-negative decimal integer. */
+/* The integer counters of the formats sn knows, checked as sn_train_meta_int
+ * does: round, steps, examples of sn.weights.v1 (when present); step,
+ * epoch, cursor, seed of sn.state.v1 and round of sn.outer.v1 (required).
+ * Files of other formats pass. */
+int sn_train_check_counters(const sn_st *st) SN_MUST_CHECK;
+/* SN_EFORMAT ("WHAT S leaves no room for N more steps") when a step counter
+ * S cannot count `iters` more steps; sn_train_run checks the weights' steps
+ * and the state's step this way, and the state's epoch as it advances. */
+int sn_train_check_steps(int64_t steps, int64_t iters, const char *what) SN_MUST_CHECK;
 int sn_train_meta_int(const sn_st *st, const char *key, int64_t *v) SN_MUST_CHECK;
 
 /* Fill st (sn_net_to_st) plus round, steps, examples, loss, seconds. */

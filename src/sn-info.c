@@ -13,6 +13,7 @@
 #include "net.h"
 #include "st.h"
 #include "tensor.h"
+#include "train.h"
 
 typedef struct {
 	int verify, diff, json, quiet, verbose;
@@ -370,7 +371,9 @@ static int report(const char *path, const sn_st *st, const options *o, json_t *o
 static int verify_kind(const char *path, const sn_st *st)
 {
 	const char *fmt = sn_st_meta(st, "format");
-	int err = 0;
+	int err = sn_train_check_counters(st);
+	if (err)
+		return err;
 	if (fmt && strcmp(fmt, "sn.weights.v1") == 0) {
 		sn_net net;
 		if (!(err = parse_net(st, &net))) {

@@ -247,6 +247,8 @@ static int open_inputs(const options *o, run *r)
 	if (!err)
 		err = sn_train_meta_int(&meta, "steps", &r->steps);
 	sn_st_free(&meta);
+	if (!err)
+		err = sn_train_check_steps(r->steps, o->iters, "metadata steps");
 	if (err)
 		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	r->solver = r->net.solver;
@@ -265,9 +267,11 @@ static int open_inputs(const options *o, run *r)
 		err = sn_train_state_load(&r->state, o->state, &r->net, &r->solver, o->seed, &found);
 	else
 		err = sn_train_state_init(&r->state, &r->net, &r->solver, o->seed);
+	r->have_state = !err;
+	if (!err)
+		err = sn_train_check_steps(r->state.step, o->iters, "state step");
 	if (err)
 		return sn_cli_error(o->state ? o->state : o->weights, err), SN_EXIT_RUNTIME;
-	r->have_state = 1;
 	if ((err = sn_model_init(&r->model, &r->net, r->solver.batch)))
 		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	r->have_model = 1;
@@ -387,7 +391,9 @@ int main(int argc, char **argv)
 	if (err) {
 		if (to.progress)
 			fputc('\n', stderr);
-		sn_cli_error(err == SN_EMISMATCH && o.state ? o.state : o.weights, err);
+		/* the run's own checks are on the state; those on the weights came earlier */
+		sn_cli_error((err == SN_EMISMATCH || err == SN_EFORMAT) && o.state ? o.state :
+			     o.weights, err);
 		rc = err == SN_EINVAL ? SN_EXIT_RUNTIME : sn_exit_code(err);
 		goto out;
 	}

@@ -387,3 +387,39 @@ unchanged() {
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"d2-cut: excluded: "*"truncated"* && "$output" == *'"used":1'* ]]
 }
+
+@test "sn-average excludes an input whose counters are not non-negative integers, naming it" {
+	mkw w1 1 100; mkw w2 2 300
+	mkw abc 3 100 2.5 abc; mkw neg 4 -100; mkw r 5 100 2.5 10 1.5; mkw big 6 100 2.5 10 9223372036854775808
+	run sn-average --json w1 abc neg r big w2 -o out
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"sn-average: abc: excluded: "*steps* ]]
+	[[ "$output" == *"sn-average: neg: excluded: "*examples* ]]
+	[[ "$output" == *"sn-average: r: excluded: "*round* ]]
+	[[ "$output" == *"sn-average: big: excluded: "*round* ]]
+	echo "$output" | grep -v '^sn-average: ' | "$PY" -c '
+import json, sys; j = json.load(sys.stdin)
+assert j["used"] == 2 and j["excluded"] == 4 and j["examples"] == 400, j'
+	run sn-average abc neg -o out2
+	[ "$status" -eq 4 ]
+	[ ! -e out2 ]
+}
+
+@test "sn-average refuses counters whose sum or next round would overflow, naming the file" {
+	mkw w1 1 9223372036854775000; mkw w2 2 1000
+	run sn-average w1 w2 -o out
+	[ "$status" -eq 1 ]
+	[[ "$output" == *": w"[12]": "*examples* ]]
+	[ ! -e out ]
+	mkw r1 1 100 2.5 10 9223372036854775807
+	run sn-average r1 -o out
+	[ "$status" -eq 1 ]
+	assert_one_line_error r1
+	[[ "$output" == *round* ]]
+	mkw w1 1; mkw base 9 0 3 abc 3
+	run sn-average --base base w1 -o out
+	[ "$status" -eq 1 ]
+	assert_one_line_error base
+	[[ "$output" == *steps* ]]
+	[ ! -e out ]
+}

@@ -369,3 +369,35 @@ EOF2
 	sn-info --json r.safetensors >j.json
 	"$PY" -c 'import json,sys; n=json.load(open("j.json"))[0]["net"]["layers"]; d={l["name"]: l.get("inputs") for l in n}; assert d["b2_add"] == ["b2_bn2", "b2_short_bn"] and d["b1_conv1"] is None, d'
 }
+
+# setmeta FILE KEY VALUE: rewrite one metadata entry (the crc32 covers the data only)
+setmeta() {
+	"$PY" - "$@" <<'PY'
+import json, struct, sys
+path, key, value = sys.argv[1:]
+b = open(path, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); h["__metadata__"][key] = value
+t = json.dumps(h).encode(); t += b" " * (-len(t) % 8)
+open(path, "wb").write(struct.pack("<Q", len(t)) + t + b[8 + n:])
+PY
+}
+
+@test "--verify checks the counters of weights, solver state and outer state files" {
+	sn-init "$NETS/mlp.yaml" -o w.safetensors
+	"$PY" "$BATS_TEST_DIRNAME/torch_reference.py" data d.safetensors --random 40 --shape 1,28,28
+	sn-sgd -w w.safetensors -d d.safetensors -o w1.safetensors --state s.safetensors --iters 1
+	sn-average --base w.safetensors --outer-lr 0.5 --outer-state o.safetensors w1.safetensors \
+		-o w2.safetensors
+	run sn-info --verify w1.safetensors s.safetensors o.safetensors
+	[ "$status" -eq 0 ]
+	for case in w1:steps:abc w1:examples:-100 w1:round:9223372036854775808 s:epoch:-1 \
+		s:step:1.5 s:cursor: s:seed:x o:round:abc o:round:; do
+		IFS=: read -r f key value <<<"$case"
+		cp "$f.safetensors" bad.safetensors
+		setmeta bad.safetensors "$key" "$value"
+		run sn-info --verify bad.safetensors
+		[ "$status" -eq 1 ] || { echo "$case: status $status: $output"; return 1; }
+		assert_one_line_error bad.safetensors
+		[[ "$output" == *"$key"* ]] || { echo "$case: $output"; return 1; }
+	done
+}

@@ -477,3 +477,38 @@ unchanged() {
 	[ "$status" -eq 1 ]
 	[ "$output" = "sn-sgd: standard output: No space left on device" ]
 }
+
+# setmeta FILE KEY VALUE: rewrite one metadata entry (the crc32 covers the data only)
+setmeta() {
+	"$PY" - "$@" <<'PY'
+import json, struct, sys
+path, key, value = sys.argv[1:]
+b = open(path, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); h["__metadata__"][key] = value
+t = json.dumps(h).encode(); t += b" " * (-len(t) % 8)
+open(path, "wb").write(struct.pack("<Q", len(t)) + t + b[8 + n:])
+PY
+}
+
+@test "sn-sgd refuses step counters that would overflow, naming the file, and writes nothing" {
+	cp "$D/mlp.safetensors" w.safetensors
+	setmeta w.safetensors steps 9223372036854775805
+	run sn-sgd -w w.safetensors -d "$D/train.safetensors" -o out.safetensors --iters 5
+	[ "$status" -eq 1 ]
+	assert_one_line_error w.safetensors
+	[[ "$output" == *steps* ]]
+	[ ! -e out.safetensors ]
+	train a.safetensors s.safetensors
+	for kv in step=9223372036854775807 epoch=9223372036854775807 step=-1 epoch=1e3 step=; do
+		cp s.safetensors t.safetensors
+		setmeta t.safetensors "${kv%%=*}" "${kv#*=}"
+		# the cursor at the last example: the first batch starts the next epoch
+		setmeta t.safetensors cursor 1999
+		run sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+			--state t.safetensors --iters 2
+		[ "$status" -eq 1 ] || { echo "$kv: status $status: $output"; return 1; }
+		assert_one_line_error t.safetensors
+		[[ "$output" == *"${kv%%=*}"* ]] || { echo "$kv: $output"; return 1; }
+		[ ! -e out.safetensors ]
+	done
+}
