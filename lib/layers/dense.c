@@ -30,10 +30,13 @@ static int dense_setup(sn_layer *l)
 	return 0;
 }
 
-/* The passes split the outputs (or, for din, the inputs) into blocks of
- * BLOCK features, one GEMM each over the whole batch: each block packs
- * only its own slice of W, and the sums over the batch stay inside one
- * GEMM, so no block's result depends on how blocks are spread over threads. */
+/* The passes split their output into blocks of BLOCK rows (examples) or
+ * BLOCK columns (features), one GEMM each.  A GEMM packs both operands, so
+ * the split is along the side whose other operand is the smaller one to
+ * pack again for every block: features at training batch sizes, where W is
+ * the big operand, examples at evaluation's.  Sums over the batch (dW, db)
+ * stay inside one GEMM per block of outputs.  The split depends only on
+ * the shapes, so no result depends on the thread count. */
 #define BLOCK 64
 
 static int64_t blocks_of(int64_t n)
@@ -48,23 +51,50 @@ typedef struct {
 	int B, D, U;
 } dense_job;
 
-static void forward_unit(void *ctx, int64_t unit, int thread)
+/* [*i0, *i0 + *n): block `unit` of 0..total-1. */
+static void block(int64_t unit, int total, int *i0, int *n)
+{
+	*i0 = (int)unit * BLOCK;
+	*n = total - *i0 < BLOCK ? total - *i0 : BLOCK;
+}
+
+/* out[b0:b0+nb, u0:u0+nu] = in W^T + bias */
+static void forward_block(const dense_job *j, int b0, int nb, int u0, int nu)
+{
+	const float *bias = j->l->nparams > 1 ? j->l->w[1] : NULL;
+	for (int b = b0; b < b0 + nb; b++)
+		for (int u = u0; u < u0 + nu; u++)
+			j->out[(int64_t)b * j->U + u] = bias ? bias[u] : 0.0f;
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, nu, j->D, 1.0f,
+		    j->in + (int64_t)b0 * j->D, j->D, j->l->w[0] + (int64_t)u0 * j->D, j->D, 1.0f,
+		    j->out + (int64_t)b0 * j->U + u0, j->U);
+}
+
+static void forward_rows(void *ctx, int64_t unit, int thread)
 {
 	(void)thread;
 	const dense_job *j = ctx;
-	const int u0 = (int)unit * BLOCK, n = j->U - u0 < BLOCK ? j->U - u0 : BLOCK;
-	const float *bias = j->l->nparams > 1 ? j->l->w[1] : NULL;
-	for (int b = 0; b < j->B; b++)
-		for (int u = u0; u < u0 + n; u++)
-			j->out[(int64_t)b * j->U + u] = bias ? bias[u] : 0.0f;
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->B, n, j->D, 1.0f, j->in, j->D,
-		    j->l->w[0] + (int64_t)u0 * j->D, j->D, 1.0f, j->out + u0, j->U);
+	int b0, nb;
+	block(unit, j->B, &b0, &nb);
+	forward_block(j, b0, nb, 0, j->U);
+}
+
+static void forward_columns(void *ctx, int64_t unit, int thread)
+{
+	(void)thread;
+	const dense_job *j = ctx;
+	int u0, nu;
+	block(unit, j->U, &u0, &nu);
+	forward_block(j, 0, j->B, u0, nu);
 }
 
 static void dense_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	dense_job j = {l, in, NULL, out, NULL, B, (int)sn_shape_size(&l->in), (int)l->out.d[0]};
-	sn_parallel_for(p->pool, blocks_of(j.U), forward_unit, &j);
+	if (j.B > j.U)
+		sn_parallel_for(p->pool, blocks_of(j.B), forward_rows, &j);
+	else
+		sn_parallel_for(p->pool, blocks_of(j.U), forward_columns, &j);
 }
 
 /* The bias gradient row by row (contiguous, so it vectorises) rather than
@@ -95,14 +125,30 @@ static void weight_grad_unit(void *ctx, int64_t unit, int thread)
 			    j->D);
 }
 
-/* din for one block of inputs. */
-static void input_grad_unit(void *ctx, int64_t unit, int thread)
+/* din[b0:b0+nb, d0:d0+nd] = dout W */
+static void input_grad_block(const dense_job *j, int b0, int nb, int d0, int nd)
+{
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, nd, j->U, 1.0f,
+		    j->dout + (int64_t)b0 * j->U, j->U, j->l->w[0] + d0, j->D, 0.0f,
+		    j->din + (int64_t)b0 * j->D + d0, j->D);
+}
+
+static void input_grad_rows(void *ctx, int64_t unit, int thread)
 {
 	(void)thread;
 	const dense_job *j = ctx;
-	const int d0 = (int)unit * BLOCK, n = j->D - d0 < BLOCK ? j->D - d0 : BLOCK;
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j->B, n, j->U, 1.0f, j->dout,
-		    j->U, j->l->w[0] + d0, j->D, 0.0f, j->din + d0, j->D);
+	int b0, nb;
+	block(unit, j->B, &b0, &nb);
+	input_grad_block(j, b0, nb, 0, j->D);
+}
+
+static void input_grad_columns(void *ctx, int64_t unit, int thread)
+{
+	(void)thread;
+	const dense_job *j = ctx;
+	int d0, nd;
+	block(unit, j->D, &d0, &nd);
+	input_grad_block(j, 0, j->B, d0, nd);
 }
 
 static void dense_backward(sn_layer *l, const float *in, const float *out,
@@ -111,8 +157,10 @@ static void dense_backward(sn_layer *l, const float *in, const float *out,
 	(void)out;
 	dense_job j = {l, in, dout, NULL, din, B, (int)sn_shape_size(&l->in), (int)l->out.d[0]};
 	sn_parallel_for(p->pool, blocks_of(j.U), weight_grad_unit, &j);
-	if (din)
-		sn_parallel_for(p->pool, blocks_of(j.D), input_grad_unit, &j);
+	if (din && j.B > j.D)
+		sn_parallel_for(p->pool, blocks_of(j.B), input_grad_rows, &j);
+	else if (din)
+		sn_parallel_for(p->pool, blocks_of(j.D), input_grad_columns, &j);
 }
 
 void sn_dense_forward_naive(const sn_layer *l, const float *in, float *out, int B)

@@ -947,6 +947,9 @@ static void every_kind_gives_the_same_bits_on_any_thread_count(void **state)
 	l = layer("dense", chw(3, 10, 10));
 	opt(&l, SN_OPT_UNITS, 130);
 	expect_thread_independent(l, 29);
+	l = layer("dense", vec(70));                   /* split by examples */
+	opt(&l, SN_OPT_UNITS, 10);
+	expect_thread_independent(l, 151);
 	const char *planes[] = {"maxpool", "avgpool"};
 	for (int i = 0; i < 2; i++) {
 		l = layer(planes[i], chw(5, 12, 12));
