@@ -1,7 +1,8 @@
 /* layers: forward+backward speed of LeNet's and cifar10_quick's conv layers
  * at batch 64, as a fraction of OpenBLAS sgemm GFLOP/s at n = 1024 measured
- * in the same run, on 1 and 2 threads.  Each net's conv1 is a first layer,
- * so its backward computes no input gradient, as in training.
+ * in the same run, on 1 and 2 threads (sn's own pool for the layers, OpenBLAS
+ * threads for the reference).  Each net's conv1 is a first layer, so its
+ * backward computes no input gradient, as in training.
  *   make build/libsn.a && cc -O2 -Ilib bench/layers.c build/libsn.a \
  *     $(pkg-config --cflags --libs openblas) -lm -o build/bench-layers
  *   build/bench-layers */
@@ -47,11 +48,14 @@ static double sgemm_gflops(int n)
 typedef struct {
 	sn_layer l;
 	float *in, *out, *dout, *din, *scratch;
+	int64_t stride;
+	sn_parallel *pool;
 	int B, first;
 	double fwd_s, bwd_s;   /* best seen */
 } conv_case;
 
-static void conv_open(conv_case *c, int C, int HW, int F, int k, int pad, int B, int first)
+static void conv_open(conv_case *c, int C, int HW, int F, int k, int pad, int B, int first,
+		      sn_parallel *pool)
 {
 	memset(c, 0, sizeof *c);
 	c->l.kind = sn_layer_kind_find("conv");
@@ -73,7 +77,9 @@ static void conv_open(conv_case *c, int C, int HW, int F, int k, int pad, int B,
 	c->out = floats(nout);
 	c->dout = floats(nout);
 	c->din = first ? NULL : floats(nin);
-	c->scratch = floats(c->l.scratch_per_example * B + c->l.scratch_fixed);
+	c->stride = (c->l.scratch_per_example * B + c->l.scratch_fixed + 15) / 16 * 16;
+	c->scratch = floats(c->stride * sn_parallel_threads(pool));
+	c->pool = pool;
 	c->l.saved = floats(c->l.saved_per_example * B + c->l.saved_fixed);
 	c->B = B;
 	c->first = first;
@@ -82,7 +88,8 @@ static void conv_open(conv_case *c, int C, int HW, int F, int k, int pad, int B,
 
 static void conv_time(conv_case *c)
 {
-	sn_pass p = {.training = 1, .scratch = c->scratch};
+	sn_pass p = {.training = 1, .scratch = c->scratch, .scratch_stride = c->stride,
+		     .pool = c->pool};
 	double t0 = now();
 	c->l.kind->forward(&c->l, c->in, c->out, c->B, &p);
 	double t1 = now();
@@ -123,7 +130,11 @@ int main(void)
 	const int B = 64, rounds = 15;
 	printf("threads  layer        fwd_ms  bwd_ms  GFLOP/s  sgemm_GFLOP/s  ratio\n");
 	for (int threads = 1; threads <= 2; threads++) {
-		openblas_set_num_threads(threads);
+		sn_parallel *pool;
+		if (sn_parallel_create(&pool, threads)) {
+			fprintf(stderr, "bench-layers: %s\n", sn_errdetail());
+			return 1;
+		}
 		/* LeNet's two, then cifar10_quick's three (5x5, pad 2) */
 		static const struct {
 			const char *name;
@@ -137,10 +148,12 @@ int main(void)
 		conv_case c[N];
 		for (int i = 0; i < N; i++)
 			conv_open(&c[i], shapes[i].C, shapes[i].HW, shapes[i].F, 5, shapes[i].pad, B,
-				  shapes[i].first);
+				  shapes[i].first, pool);
 		double peak = 0;
 		for (int r = 0; r < rounds; r++) {
+			openblas_set_num_threads(threads);
 			double g = sgemm_gflops(1024);
+			openblas_set_num_threads(1);
 			peak = g > peak ? g : peak;
 			for (int i = 0; i < N; i++)
 				conv_time(&c[i]);
@@ -149,6 +162,7 @@ int main(void)
 			report(threads, shapes[i].name, c[i].fwd_s, c[i].bwd_s, conv_gflop(&c[i]), peak);
 			conv_close(&c[i]);
 		}
+		sn_parallel_free(pool);
 	}
 	return 0;
 }
