@@ -19,7 +19,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$root/bin:$PATH"
 secs=${SN_BENCH_SECONDS:-3}
-nets=${SN_BENCH_NETS:-mlp lenet cifar10_quick resnet}
+read -ra nets <<<"${SN_BENCH_NETS:-mlp lenet cifar10_quick resnet}"
 ref=$root/tests/cli/torch_reference.py
 
 PY=
@@ -50,7 +50,7 @@ eval_seconds() {
 	echo "$best"
 }
 
-for net in $nets; do
+for net in "${nets[@]}"; do
 	yaml=$root/examples/nets/$net.yaml
 	[ -e "$yaml" ] || { echo "($net: $yaml not found, skipped)"; continue; }
 	data=$work/gray.data
@@ -67,7 +67,7 @@ for net in $nets; do
 	done
 done
 
-"$PY" - "$work" $nets <<'EOF'
+"$PY" - "$work" "${nets[@]}" <<'EOF'
 import json, os, sys
 work, nets = sys.argv[1], sys.argv[2:]
 nets = [n for n in nets if os.path.exists("%s/%s-1.json" % (work, n))]
