@@ -473,9 +473,29 @@ def report(out, rows, sp, svals, n1, n1_tau, c, meta, ans):
             mb = bpr.get(comp)
             w("| %d | %s | %.4g | %s | %s |" % (k, name, s, src,
                                                 "%.3f" % (mb / 1e6) if (mb and name != "S0") else ""))
-    w("\n'computed' S is the round's bytes (down then up, through the master's link) times 8 "
-      "over the rate; 'measured' comes from the runs' log.tsv (local) or bench/links.sh over "
-      "tc-shaped namespaced links.\n")
+    w("\nlocal: the median of log.tsv's overhead_s (a round's wall time less the workers' compute: "
+      "GNU parallel, process starts, sn-average) over every round of every run with that K. "
+      "Per link rate: 'computed' is the round's bytes (every worker's payload down, then up, "
+      "all through the master's link) times 8 over the rate; 'measured' is one worker's round "
+      "(its payload down, then up, over ssh) timed on a namespaced host behind a veth shaped by "
+      "tc tbf at that rate (bench/study_links), times K, since every worker's bytes cross the "
+      "master's link.\n")
+    lm = os.path.join(out, "links-measured.tsv")
+    if os.path.exists(lm):
+        w("One worker's round over a shaped link, measured (payload each way; the ssh session's own "
+          "start, timed empty, taken off):\n")
+        w("| Mbit/s | compress | bytes each way | measured s | bytes x 2 x 8 / rate | measured / computed |")
+        w("|---|---|---|---|---|---|")
+        for e in read_tsv(lm):
+            comp_s = 2 * float(e["bytes"]) * 8 / (float(e["rate_mbit"]) * 1e6)
+            w("| %s | %s | %s | %.4g | %.4g | %.3f |" % (e["rate_mbit"], e["compress"], e["bytes"],
+                                                       float(e["seconds"]), comp_s, float(e["seconds"]) / comp_s))
+        w("")
+    pl = os.path.join(out, "payload.tsv")
+    if os.path.exists(pl):
+        w("Payload per worker each way: " + ", ".join(
+            "%s %s bytes" % tuple(l.split("\t")[:2]) for l in open(pl).read().split("\n") if l.strip()) +
+          " (none: the weight file sn-train hands over; int8: sn-delta's int8 delta of this net).\n")
     names = [n for n, _, _ in next(iter(svals.values()))[0]] if svals else []
     if sp:
         w("| K | tau | outer | " + " | ".join(names) + " |")
@@ -504,13 +524,21 @@ def report(out, rows, sp, svals, n1, n1_tau, c, meta, ans):
     if same and same["pairs"]:
         rnd, s, a4, a1 = same["pairs"][-1]
         w("**K = %d, tau = %d against one worker that saw the same examples.** After %d rounds "
-          "(%d examples' worth of steps, %d steps of one worker) the average has %.2f%%, one worker "
-          "%.2f%%: %s by %.2f points, %s 0.5 points." % (
+          "(K x tau x rounds = %d steps' worth of examples; one worker after %d steps) the average has "
+          "%.2f%%, one worker %.2f%%: %s by %.2f points, %s 0.5 points." % (
               same["K"], same["tau"], rnd, s, s, 100 * a4, 100 * a1,
               "ahead" if a4 > a1 else "behind" if a4 < a1 else "level",
               100 * abs(a4 - a1), "within" if abs(a4 - a1) <= 0.005 else "not within"))
+        last = same["pairs"][-3:]
+        m4 = sum(p[2] for p in last) / len(last)
+        m1 = sum(p[3] for p in last) / len(last)
+        w("Over the last %d evaluations (which smooths the test subset's noise) the average has "
+          "%.2f%%, one worker %.2f%%: %s by %.2f points, %s 0.5 points." % (
+              len(last), 100 * m4, 100 * m1, "ahead" if m4 > m1 else "behind" if m4 < m1 else "level",
+              100 * abs(m4 - m1), "within" if abs(m4 - m1) <= 0.005 else "not within"))
         w("At every round: " + ", ".join("r%d %.2f/%.2f" % (p[0], 100 * p[2], 100 * p[3]) for p in same["pairs"])
           + " (K = %d / one worker, %%).\n" % same["K"])
+        ans["same_summary"] = (rnd, s, a4, a1, m4, m1, len(last))
     else:
         w("K = 4, tau = 50 against one worker: not in this grid.\n")
     if ans["outer"]:
@@ -524,7 +552,7 @@ def report(out, rows, sp, svals, n1, n1_tau, c, meta, ans):
         w("**Best tau per link rate** (largest model speedup over tau and outer, --compress none / int8):\n")
         w("| K | " + " | ".join("%d Mbit/s" % r for r in RATES_MBIT) + " | local | S = 0 |")
         w("|---|" + "---|" * (len(RATES_MBIT) + 2))
-        for k in sorted({k for k, _ in ans["best"]}):
+        for k in sorted({k for k, _ in ans["best"] if k > 1}):
             cells = []
             for rate in RATES_MBIT:
                 parts = []

@@ -144,12 +144,12 @@ hand_grid() {
 	grep -q 'K2 tau10 2/3' report.md
 	grep -q 'K = 2: SparkNet (tau 10, none) beats naive synchronous SGD at any bandwidth' report.md
 	# the pair with the same examples: K = 2 tau 10 after 2 rounds = 40 steps of one worker
-	grep -q 'After 2 rounds (40 examples.* the average has 80.00%, one worker 80.00%: level by 0.00 points, within 0.5 points' report.md
+	grep -q 'After 2 rounds (K x tau x rounds = 40 steps.* the average has 80.00%, one worker 80.00%: level by 0.00 points, within 0.5 points' report.md
 }
 
 @test "bench/study: a tiny grid end to end writes the tables, the plots and the report" {
 	run "$SN_ROOT/bench/study" --out st --K 1,2 --tau 5,10 --target 0.6 --max-steps 40 --same 2,10,2 \
-		--train-limit 1000 --test-n 300 --c-iters 20 -q
+		--train-limit 1000 --test-n 300 --c-iters 20 --no-links -q
 	[ "$status" -eq 0 ]
 	for f in study.tsv speedup.tsv report.md study.conf k1.tsv; do [ -s "st/$f" ]; done
 	if command -v gnuplot >/dev/null; then
@@ -181,4 +181,17 @@ hand_grid() {
 	command -v shellcheck >/dev/null || skip "shellcheck is not installed"
 	run shellcheck "$SN_ROOT/bench/study"
 	[ "$status" -eq 0 ] || { echo "$output"; false; }
+}
+
+@test "study model: measured link times replace the computed ones, int8 bytes add their own S" {
+	hand_grid
+	M table runs >study.tsv
+	printf 'kind\tK\trate_mbit\tcompress\tvalue\nbytes\t2\t\tint8\t1000\nround\t2\t10\tnone\t0.05\n' >links.tsv
+	M analyse .
+	sp() { awk -F '\t' -v s="$1" '$1 == 2 && $2 == 10 && $3 == "none" && $4 == s { print $5, $6 }' speedup.tsv; }
+	[ "$(sp 10Mbit-none)" = "0.05 measured" ]
+	# still computed where nothing was measured: 4000 bytes at 100 Mbit/s
+	[ "$(sp 100Mbit-none)" = "0.00032 computed" ]
+	# int8: 1000 bytes a round at 1 Mbit/s
+	[ "$(sp 1Mbit-int8)" = "0.008 computed" ]
 }
