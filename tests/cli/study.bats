@@ -177,9 +177,9 @@ hand_grid() {
 	[ "$status" -eq 0 ] && [[ "$output" == *"--full"* ]]
 }
 
-@test "bench/study is shellcheck-clean" {
+@test "bench/study and bench/study_links are shellcheck-clean" {
 	command -v shellcheck >/dev/null || skip "shellcheck is not installed"
-	run shellcheck "$SN_ROOT/bench/study"
+	run shellcheck "$SN_ROOT/bench/study" "$SN_ROOT/bench/study_links"
 	[ "$status" -eq 0 ] || { echo "$output"; false; }
 }
 
