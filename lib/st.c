@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "gz.h"
+
 /* ---------------------------------------------------------------- building */
 
 void sn_st_init(sn_st *st)
@@ -445,7 +447,7 @@ uint32_t sn_st_data_crc(const sn_st *st)
 
 typedef struct {
 	int fd;          /* when gz is NULL */
-	gzFile gz;
+	sn_gz *gz;       /* strict: a cut or padded gzip stream is an error */
 } source;
 
 /* Up to n bytes; 0 at the end; <0 with a detail on error. */
@@ -460,16 +462,7 @@ static ssize_t source_read(source *s, void *buf, size_t n)
 		while (r < 0 && errno == EINTR);
 		return r < 0 ? sn_fail(SN_EIO, "read failed: %s", strerror(errno)) : r;
 	}
-	int r = gzread(s->gz, buf, (unsigned)n);
-	if (r >= 0)
-		return r;
-	int zerr;
-	const char *msg = gzerror(s->gz, &zerr);
-	if (zerr == Z_ERRNO)
-		return sn_fail(SN_EIO, "read failed: %s", strerror(errno));
-	if (zerr == Z_BUF_ERROR)
-		return sn_fail(SN_ETRUNC, "truncated gzip stream");
-	return sn_fail(SN_EFORMAT, "corrupt gzip data: %s", msg);
+	return sn_gz_read(s->gz, buf, n);
 }
 
 /* How many bytes the stream should hold in all, once its header is in:
@@ -562,13 +555,11 @@ static int read_gz(const char *path, sn_st *st)
 		close(fd);
 		return sn_fail(SN_EIO, "is a directory");
 	}
-	if (!(s.gz = gzdopen(fd, "rb"))) {
-		close(fd);
-		return sn_fail(SN_ENOMEM, "cannot start gzip decompression");
-	}
-	gzbuffer(s.gz, 1 << 17);
-	int err = read_stream(&s, st);
-	gzclose_r(s.gz);
+	int err = sn_gz_open(fd, &s.gz);
+	if (err)
+		return err;
+	err = read_stream(&s, st);
+	sn_gz_close(s.gz);
 	return err;
 }
 

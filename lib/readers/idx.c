@@ -4,6 +4,8 @@
 
 #include <stdlib.h>
 
+#define MAX_PIXELS (1 << 24)
+
 static uint32_t be32(const unsigned char *b)
 {
 	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
@@ -64,9 +66,10 @@ static int idx_open(sn_source *s)
 	if (s->n == 0 || rows == 0 || cols == 0)
 		return sn_fail(SN_EFORMAT, "IDX dimensions %lld x %lld x %lld: nothing to read",
 			       (long long)s->n, (long long)rows, (long long)cols);
-	if (rows * cols > (1 << 24))
-		return sn_fail(SN_EUNSUPPORTED, "IDX images of %lld x %lld pixels", (long long)rows,
-			       (long long)cols);
+	/* each side first, so that the product cannot overflow */
+	if (rows > MAX_PIXELS || cols > MAX_PIXELS || rows * cols > MAX_PIXELS)
+		return sn_fail(SN_EFORMAT, "IDX header: images of %lld x %lld pixels (at most %d "
+			       "in all)", (long long)rows, (long long)cols, MAX_PIXELS);
 	s->dt = SN_U8;
 	s->shape = (sn_shape){ 3, { 1, rows, cols } };
 	s->recbytes = (size_t)(rows * cols);

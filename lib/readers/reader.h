@@ -12,16 +12,17 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <zlib.h>
 
 #include "data.h"
 #include "error.h"
+#include "gz.h"
 #include "shard.h"
 
 /* ---- stream.c: plain, gzip or stdin, with a look-ahead buffer -------- */
+/* (gzip read strictly: see gz.h) */
 
 typedef struct {
-	gzFile gz;
+	sn_gz *gz;
 	unsigned char *buf;
 	size_t cap, pos, len;
 	int eof;

@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,27 +21,21 @@ int sn_in_open(sn_instream *s, const char *path)
 		close(fd);
 		return sn_fail(SN_EIO, "is a directory");
 	}
-	s->gz = gzdopen(fd, "rb");
+	int rc = sn_gz_open(fd, &s->gz);
+	if (rc)
+		return rc;
 	s->buf = malloc(SN_IN_CHUNK);
-	if (!s->gz || !s->buf) {
-		if (s->gz)
-			gzclose(s->gz);
-		else
-			close(fd);
-		free(s->buf);
-		s->gz = NULL;
-		s->buf = NULL;
+	if (!s->buf) {
+		sn_in_close(s);
 		return sn_fail(SN_ENOMEM, "out of memory");
 	}
 	s->cap = SN_IN_CHUNK;
-	gzbuffer(s->gz, 1u << 17);
 	return 0;
 }
 
 void sn_in_close(sn_instream *s)
 {
-	if (s->gz)
-		gzclose(s->gz);
+	sn_gz_close(s->gz);
 	free(s->buf);
 	memset(s, 0, sizeof *s);
 }
@@ -67,21 +60,10 @@ int sn_in_fill(sn_instream *s, size_t want)
 		s->cap = cap;
 	}
 	while (s->len < want && !s->eof) {
-		size_t room = s->cap - s->len;
-		int got = gzread(s->gz, s->buf + s->len, room > INT_MAX ? INT_MAX : (unsigned)room);
-		if (got < 0) {
-			int zerr;
-			const char *msg = gzerror(s->gz, &zerr);
-			return sn_fail(zerr == Z_BUF_ERROR ? SN_ETRUNC : SN_EIO, "%s",
-				       zerr == Z_ERRNO ? strerror(errno) : msg);
-		}
-		if (got == 0) {
-			int zerr;
-			const char *msg = gzerror(s->gz, &zerr);
-			if (zerr == Z_BUF_ERROR)
-				return sn_fail(SN_ETRUNC, "truncated gzip stream (%s)", msg);
-			s->eof = 1;
-		}
+		ssize_t got = sn_gz_read(s->gz, s->buf + s->len, s->cap - s->len);
+		if (got < 0)
+			return (int)got;
+		s->eof = got == 0;
 		s->len += (size_t)got;
 	}
 	return 0;
@@ -143,7 +125,7 @@ int sn_in_line(sn_instream *s, char **line, size_t *len)
 int64_t sn_in_plain_size(const sn_instream *s, const char *path)
 {
 	struct stat sb;
-	if (!strcmp(path, "-") || !gzdirect(s->gz) || stat(path, &sb) || !S_ISREG(sb.st_mode))
+	if (!strcmp(path, "-") || !sn_gz_direct(s->gz) || stat(path, &sb) || !S_ISREG(sb.st_mode))
 		return -1;
 	return sb.st_size;
 }

@@ -401,6 +401,47 @@ assert j["bytes"] == sum(len(open(p, "rb").read()) for p in j["files"]) and len(
 	assert_empty_dir out
 }
 
+@test "sn-shard refuses an IDX header whose rows x cols overflows, saying so" {
+	"$PY" -c 'import struct, sys
+open("ov-images", "wb").write(struct.pack(">IIII", 0x803, 2, 4294836226, 2147549185) + bytes(64))
+open("ov-labels", "wb").write(struct.pack(">II", 0x801, 2) + bytes(2))'
+	run sn-shard ov-images --labels ov-labels -k 1 -o out
+	[ "$status" -eq 1 ]
+	assert_one_line_error ov-images
+	[[ "$output" == *"IDX header: images of 4294836226 x 2147549185 pixels"* ]]
+	gzip -k ov-images
+	run sn-shard ov-images.gz --labels ov-labels -k 1 -o out
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"IDX header: images of 4294836226 x 2147549185 pixels"* ]]
+	assert_empty_dir out
+}
+
+@test "sn-shard refuses a gzip stream cut early, missing its trailer, or with trailing garbage" {
+	mkidx a 20 4 3 3 7 1
+	size=$(stat -c %s a-images.gz)
+	head -c 20 a-images.gz >early.gz
+	run sn-shard early.gz --labels a-labels.gz -k 1 -o out
+	[ "$status" -eq 1 ]
+	[ "$output" = "sn-shard: early.gz: truncated gzip stream" ]
+	head -c $((size - 8)) a-images.gz >notrailer.gz
+	run sn-shard notrailer.gz --labels a-labels.gz -k 1 -o out
+	[ "$status" -eq 1 ]
+	[ "$output" = "sn-shard: notrailer.gz: truncated gzip stream" ]
+	{ cat a-images.gz; printf 'garbage'; } >garbage.gz
+	run sn-shard garbage.gz --labels a-labels.gz -k 1 -o out
+	[ "$status" -eq 1 ]
+	[ "$output" = "sn-shard: garbage.gz: trailing garbage after the gzip stream" ]
+	{ cat a-labels.gz; printf '\0\0'; } >lab.gz
+	run sn-shard a-images.gz --labels lab.gz -k 1 -o out
+	[ "$status" -eq 1 ]
+	[ "$output" = "sn-shard: lab.gz: trailing garbage after the gzip stream" ]
+	assert_empty_dir out
+	{ cat a-images.gz a-images.gz; } >twice.gz    # two members are one stream
+	run sn-shard twice.gz --labels a-labels.gz -k 1 -o out
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"trailing data after 20 images"* ]]
+}
+
 @test "sn-shard refuses image and label counts that differ" {
 	mkidx a 10
 	mkidx b 11
