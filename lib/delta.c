@@ -737,3 +737,118 @@ done:
 	sn_st_free(&w);
 	return err;
 }
+
+/* ---------------------------------------------------------------- inspecting */
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+	return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* The values an int4 entry of `bytes` bytes holds, as far as its scale tells:
+ * 2*bytes, or one less when only that fits the scale's length. */
+static int64_t int4_values(int64_t bytes, const sn_tensor *scale, int block)
+{
+	int64_t n = 2 * bytes;
+	if (n > 0 && scale && scale->ndim == 1 && scale->shape[0] != div_up(n, block) &&
+	    scale->shape[0] == div_up(n - 1, block))
+		return n - 1;
+	return n;
+}
+
+static int inspect_entry(sn_delta_scheme s, int block, const sn_st *delta, const sn_tensor *c,
+			 sn_delta_entry *out)
+{
+	static const sn_dtype dtype_of[SN_DELTA_SCHEMES] = {SN_U32, SN_BF16, SN_I8, SN_U8};
+	sn_tensor fake = {.name = c->name, .dtype = SN_F32, .ndim = c->ndim};
+	entry e = {.base = &fake, .codes = c};
+	int err = 0;
+	if (c->dtype != dtype_of[s] || (s == SN_DELTA_INT4 && c->ndim != 1))
+		return sn_fail(SN_EFORMAT, "entry \"%s\" is %s with %d dimensions, not %s%s", c->name,
+			       sn_dtype_name(c->dtype), c->ndim, sn_dtype_name(dtype_of[s]),
+			       s == SN_DELTA_INT4 ? " with 1" : "");
+	memcpy(fake.shape, c->shape, sizeof fake.shape);
+	e.n = sn_tensor_numel(c);
+	if (is_blocked(s)) {
+		char *name = scale_name(c->name);
+		if (!name)
+			return sn_fail(SN_ENOMEM, "out of memory");
+		e.scale = sn_st_find(delta, name);
+		free(name);
+		if (s == SN_DELTA_INT4)
+			e.n = int4_values(c->shape[0], e.scale, block);
+		if ((err = check_scale(&e, block)) || (err = check_codes(s, &e)))
+			return err;
+	}
+	float *v = malloc(4 * (size_t)(e.n ? e.n : 1));
+	if (!v || !(out->name = strdup(c->name))) {
+		free(v);
+		return sn_fail(SN_ENOMEM, "out of memory");
+	}
+	out->values = e.n;
+	for (int64_t j = 0; j < e.n; j++) {
+		if (s == SN_DELTA_NONE) {
+			uint32_t x;
+			memcpy(&x, (const char *)c->data + 4 * j, 4);
+			out->changed += x != 0;
+			v[j] = 0;
+		} else {
+			v[j] = decode_at(s, block, &e, j);
+			out->changed += v[j] != 0;
+		}
+	}
+	sn_tensor t = {.dtype = SN_F32, .ndim = 1, .shape = {e.n}, .data = v, .nbytes = 4 * (size_t)e.n};
+	sn_tensor_stats_compute(&t, &out->stats);
+	free(v);
+	return 0;
+}
+
+void sn_delta_entries_free(sn_delta_entry *es, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(es[i].name);
+	free(es);
+}
+
+int sn_delta_inspect(const sn_st *delta, sn_delta_entry **entries, int *n)
+{
+	sn_delta_scheme s;
+	int block, err, scales = 0;
+	*entries = NULL;
+	*n = 0;
+	if ((err = read_scheme(delta, &s, &block)))
+		return err;
+	const char *crc = sn_st_meta(delta, "base_crc32");
+	if (!crc || strlen(crc) != 8 || strspn(crc, "0123456789abcdef") != 8)
+		return sn_fail(SN_EFORMAT, "\"base_crc32\" is not 8 lowercase hex digits");
+	sn_delta_entry *es = calloc((size_t)delta->ntensors + 1, sizeof *es);
+	if (!es)
+		return sn_fail(SN_ENOMEM, "out of memory");
+	for (int i = 0; i < delta->ntensors && !err; i++) {
+		const sn_tensor *c = &delta->tensors[i];
+		if (is_blocked(s) && ends_with(c->name, ".scale") && c->dtype == SN_F32) {
+			scales++;   /* checked with its entry; counted to find strays */
+			continue;
+		}
+		if (!(err = inspect_entry(s, block, delta, c, &es[*n])))
+			(*n)++;
+	}
+	if (!err && scales != (is_blocked(s) ? *n : 0))
+		err = sn_fail(SN_EFORMAT, "%d scale tensors for %d entries", scales, *n);
+	if (err) {
+		sn_delta_entries_free(es, *n);
+		*n = 0;
+		return err;
+	}
+	*entries = es;
+	return 0;
+}
+
+int sn_delta_residual_check(const sn_st *r)
+{
+	const char *f = sn_st_meta(r, "format");
+	if (!f || strcmp(f, "sn.residual.v1") != 0)
+		return sn_fail(SN_EFORMAT, "not a residual file (format \"%s\")", f ? f : "");
+	return check_weights(r, "the residual");
+}

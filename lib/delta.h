@@ -83,4 +83,21 @@ int sn_delta_apply_files(const char *base, const char *delta, const char *out,
  * flat F32 array (base order); a file that does not exist gives zeros. */
 int sn_delta_residual_load(const char *path, const sn_st *base, float *flat) SN_MUST_CHECK;
 
+/* A delta on its own, without its base (sn-info): validate what can be
+ * validated (metadata, dtypes for the scheme, a scale of a fitting length for
+ * each int8/int4 entry, finite non-negative scales, reserved codes, no stray
+ * tensors) and describe each entry by its decoded differences. */
+typedef struct {
+	char *name;               /* the weight tensor it belongs to */
+	int64_t values;           /* int4 with an ambiguous odd count: one more */
+	int64_t changed;          /* values whose difference is not 0 (none: bits) */
+	sn_tensor_stats stats;    /* of the decoded differences (none: all 0) */
+} sn_delta_entry;
+
+int sn_delta_inspect(const sn_st *delta, sn_delta_entry **entries, int *n) SN_MUST_CHECK;
+void sn_delta_entries_free(sn_delta_entry *entries, int n);
+
+/* A residual on its own: format, F32 tensors, finite values. */
+int sn_delta_residual_check(const sn_st *residual) SN_MUST_CHECK;
+
 #endif

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "data.h"
+#include "delta.h"
 #include "error.h"
 #include "net.h"
 #include "st.h"
@@ -317,6 +318,41 @@ static json_t *json_data(const sn_st *st, const data_summary *d)
 			 js ? js : json_null());
 }
 
+/* ---------------------------------------------------------------- deltas */
+
+/* A delta's entries by their decoded differences: its raw codes (XOR bits,
+ * int8 codes) say little by themselves. */
+static void text_delta(const sn_st *st, const sn_delta_entry *es, int n)
+{
+	char el[32], ch[32];
+	printf("delta: scheme %s, block %s, made against weights with crc32 %s (round %s)\n",
+	       sn_st_meta(st, "scheme"), sn_st_meta(st, "block"), sn_st_meta(st, "base_crc32"),
+	       sn_st_meta(st, "base_round") ? sn_st_meta(st, "base_round") : "?");
+	printf("%-24s %12s %12s %12s %12s %12s %12s %12s\n", "difference", "values", "changed",
+	       "min", "max", "mean", "std", "L2");
+	for (int i = 0; i < n; i++)
+		printf("%-24s %12s %12s %12.6g %12.6g %12.6g %12.6g %12.6g\n", es[i].name,
+		       grouped(es[i].values, el, sizeof el), grouped(es[i].changed, ch, sizeof ch),
+		       es[i].stats.min, es[i].stats.max, es[i].stats.mean, es[i].stats.std,
+		       es[i].stats.l2);
+}
+
+static json_t *json_delta(const sn_st *st, const sn_delta_entry *es, int n)
+{
+	json_t *a = json_array();
+	for (int i = 0; i < n; i++)
+		json_array_append_new(
+			a, json_pack("{s:s, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "name", es[i].name,
+				     "values", (json_int_t)es[i].values, "changed",
+				     (json_int_t)es[i].changed, "min", jnum(es[i].stats.min), "max",
+				     jnum(es[i].stats.max), "mean", jnum(es[i].stats.mean), "std",
+				     jnum(es[i].stats.std), "l2", jnum(es[i].stats.l2)));
+	const char *br = sn_st_meta(st, "base_round");
+	return json_pack("{s:s, s:s, s:s, s:o, s:o}", "scheme", sn_st_meta(st, "scheme"), "block",
+			 sn_st_meta(st, "block"), "base_crc32", sn_st_meta(st, "base_crc32"),
+			 "base_round", br ? json_string(br) : json_null(), "differences", a);
+}
+
 /* ---------------------------------------------------------------- one file */
 
 static void text_header(const char *path, const sn_st *st)
@@ -354,6 +390,16 @@ static int report(const char *path, const sn_st *st, const options *o, json_t *o
 				text_net(&net);
 			sn_net_free(&net);
 		}
+	} else if (sn_delta_is_delta(st)) {
+		sn_delta_entry *es;
+		int n;
+		if (!(err = sn_delta_inspect(st, &es, &n))) {
+			if (obj)
+				json_object_set_new(obj, "delta", json_delta(st, es, n));
+			else if (!o->quiet)
+				text_delta(st, es, n);
+			sn_delta_entries_free(es, n);
+		}
 	} else if (fmt && strcmp(fmt, "sn.data.v1") == 0) {
 		data_summary d;
 		summarize_data(st, &d);
@@ -366,8 +412,9 @@ static int report(const char *path, const sn_st *st, const options *o, json_t *o
 	return err;
 }
 
-/* Beyond the container: a weight file's tensors must match its net, and a
- * data file must pass the checks training makes (labels, normalisation). */
+/* Beyond the container: a weight file's tensors must match its net, a data
+ * file must pass the checks training makes (labels, normalisation), a delta
+ * and a residual what their readers check without the base. */
 static int verify_kind(const char *path, const sn_st *st)
 {
 	const char *fmt = sn_st_meta(st, "format");
@@ -380,6 +427,13 @@ static int verify_kind(const char *path, const sn_st *st)
 			err = sn_net_load_weights(&net, st);
 			sn_net_free(&net);
 		}
+	} else if (sn_delta_is_delta(st)) {
+		sn_delta_entry *es;
+		int n;
+		if (!(err = sn_delta_inspect(st, &es, &n)))
+			sn_delta_entries_free(es, n);
+	} else if (fmt && strcmp(fmt, "sn.residual.v1") == 0) {
+		err = sn_delta_residual_check(st);
 	} else if (fmt && strcmp(fmt, "sn.data.v1") == 0 && strcmp(path, "-") != 0) {
 		sn_data d;
 		if (!(err = sn_data_open(path, &d)))

@@ -350,3 +350,37 @@ variant("otherbase", meta={"base_crc32": "00000000"})' good
 	run bash -c "MANWIDTH=80 man --warnings -E UTF-8 -l '$SN_ROOT/man/man1/sn-delta.1' 2>&1 >/dev/null"
 	[ -z "$output" ]
 }
+
+@test "sn-info shows a delta's scheme, block, base and decoded differences, and --verify checks it" {
+	sn-delta diff "$FX/w0" "$FX/w1" -o d -c int4 --block 16 --feedback r
+	run sn-info d
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"delta: scheme int4, block 16, made against weights with crc32 "* ]]
+	run sn-info --json d
+	[ "$status" -eq 0 ]
+	echo "$output" >j
+	py 'j = json.load(open("j"))[0]["delta"]; base, _ = rd(f[0]); new, _ = rd(f[1])
+assert j["scheme"] == "int4" and j["block"] == "16", j
+rows = {r["name"]: r for r in j["differences"]}
+assert list(rows) == list(base), list(rows)
+for k in base:
+    t = new[k].astype("f8") - base[k].astype("f8"); r = rows[k]
+    assert r["values"] in (t.size, t.size + 1), (k, r)
+    assert abs(r["l2"] - np.sqrt((t ** 2).sum())) <= 0.2 * np.sqrt((t ** 2).sum()), (k, r)
+    assert 0 < r["changed"] <= t.size' "$FX/w0" "$FX/w1"
+	run sn-info --verify d r
+	[ "$status" -eq 0 ]
+	[ "${lines[0]}" = "d: OK" ] && [ "${lines[1]}" = "r: OK" ]
+	# damaged, yet with a good crc32: only a delta-aware check finds these
+	py 't, m = rd(f[0]); t = {k: v.copy() for k, v in t.items()}
+t["fc1.weight.scale"][5] = np.nan; wr("nan-scale", t, m)
+t, m = rd(f[0]); t = {k: v.copy() for k, v in t.items()}
+t["fc1.bias"][0] = 0x80; wr("reserved", t, m)
+t, m = rd(f[1]); t = {k: v.copy() for k, v in t.items()}
+t["fc2.bias"][0] = np.inf; wr("bad-r", t, m)' d r
+	for f in nan-scale reserved bad-r; do
+		run sn-info --verify "$f"
+		[ "$status" -eq 1 ] || { echo "$f: $output"; return 1; }
+		assert_one_line_error "$f"
+	done
+}
