@@ -437,6 +437,64 @@ static int check_run_args(const sn_model *m, const sn_data *d, const sn_solver_c
 	return 0;
 }
 
+/* The batch and the solver step are per example and per weight, so they
+ * run on the pool in fixed pieces (of EXAMPLES examples, of WEIGHTS
+ * weights); the results do not depend on the thread count.  Clipping by
+ * the gradient norm needs all of it, so it keeps the whole step together. */
+#define EXAMPLES 8
+#define WEIGHTS 16384
+
+typedef struct {
+	const sn_data *d;
+	const int64_t *idx;
+	int B;
+	float *x;
+	int32_t *y;
+} batch_job;
+
+static void batch_unit(void *ctx, int64_t unit, int thread)
+{
+	(void)thread;
+	const batch_job *j = ctx;
+	const int b0 = (int)unit * EXAMPLES, n = j->B - b0 < EXAMPLES ? j->B - b0 : EXAMPLES;
+	sn_data_batch(j->d, j->idx + b0, n, j->x + b0 * sn_shape_size(&j->d->shape), j->y + b0);
+}
+
+static void gather_batch(sn_parallel *pool, const sn_data *d, const int64_t *idx, int B,
+			 float *x, int32_t *y)
+{
+	batch_job j = {d, idx, B, x, y};
+	sn_parallel_for(pool, (B + EXAMPLES - 1) / EXAMPLES, batch_unit, &j);
+}
+
+typedef struct {
+	const sn_solver_config *c;
+	int64_t step;
+	sn_net *net;
+	sn_train_state *s;
+} solver_job;
+
+static void solver_unit(void *ctx, int64_t unit, int thread)
+{
+	(void)thread;
+	const solver_job *j = ctx;
+	const size_t i = (size_t)unit * WEIGHTS, n = j->net->nparam - i < WEIGHTS
+						       ? j->net->nparam - i : WEIGHTS;
+	sn_solver_step(j->c, j->step, j->net->param + i, j->net->grad + i,
+		       j->s->m1 ? j->s->m1 + i : NULL, j->s->m2 ? j->s->m2 + i : NULL, n);
+}
+
+static void solver_step(sn_parallel *pool, const sn_solver_config *c, int64_t step,
+			sn_net *net, sn_train_state *s)
+{
+	if (c->clip_norm > 0) {
+		sn_solver_step(c, step, net->param, net->grad, s->m1, s->m2, net->nparam);
+		return;
+	}
+	solver_job j = {c, step, net, s};
+	sn_parallel_for(pool, (int64_t)((net->nparam + WEIGHTS - 1) / WEIGHTS), solver_unit, &j);
+}
+
 static int train_steps(sn_model *m, const sn_data *d, const sn_solver_config *c,
 		       const sn_train_options *o, sn_train_state *s, batch_buffers *bb,
 		       sn_train_result *r)
@@ -452,7 +510,7 @@ static int train_steps(sn_model *m, const sn_data *d, const sn_solver_config *c,
 		double loss = 0;
 		if ((err = next_batch(s, bb, d->n, B)))
 			return err;
-		sn_data_batch(d, bb->idx, B, bb->x, bb->y);
+		gather_batch(m->pool, d, bb->idx, B, bb->x, bb->y);
 		if (c->crop_pad || c->mirror)
 			sn_train_augment(bb->x, B, &d->shape, c->crop_pad, (int)c->mirror, bb->pad,
 					 bb->example, &s->rng);
@@ -463,7 +521,7 @@ static int train_steps(sn_model *m, const sn_data *d, const sn_solver_config *c,
 			return nonfinite_at(step + 1);
 		}
 		sn_model_backward(m, B);
-		sn_solver_step(c, step, net->param, net->grad, s->m1, s->m2, net->nparam);
+		solver_step(m->pool, c, step, net, s);
 		s->step++;
 		r->steps++;
 		loss_sum += loss;
@@ -632,7 +690,7 @@ static int eval_batches(sn_model *m, const sn_data *d, sn_eval *e, int64_t *idx,
 		int err;
 		for (int i = 0; i < b; i++)
 			idx[i] = start + i;
-		sn_data_batch(d, idx, b, x, y);
+		gather_batch(m->pool, d, idx, b, x, y);
 		if ((err = eval_reserve(e, (size_t)(e->n + b))))
 			return err;
 		if ((err = sn_model_forward(m, x, y, b, 0, NULL, &loss))) {

@@ -404,16 +404,28 @@ typedef struct {
 	const sn_pass *p;
 } apply_job;
 
+/* Examples per chunk for a batch of B: no more than chunk_of, and few
+ * enough that the batch makes MIN_CHUNKS chunks to share among threads
+ * (LeNet's conv1 took 18 of 64 examples at a time, four chunks that two
+ * threads could not split evenly). */
+#define MIN_CHUNKS 8
+
+static int64_t chunk_for(const conv_geom *g, int64_t B)
+{
+	const int64_t n = (B + MIN_CHUNKS - 1) / MIN_CHUNKS;
+	return n < chunk_of(g) ? n : chunk_of(g);
+}
+
 static int64_t chunks_of(const conv_geom *g, int64_t B)
 {
-	return (B + chunk_of(g) - 1) / chunk_of(g);
+	return (B + chunk_for(g, B) - 1) / chunk_for(g, B);
 }
 
 static void apply_unit(void *ctx, int64_t unit, int thread)
 {
 	const apply_job *j = ctx;
 	const conv_geom *g = j->g;
-	const int64_t chunk = chunk_of(g), b0 = unit * chunk;
+	const int64_t chunk = chunk_for(g, j->B), b0 = unit * chunk;
 	const int64_t n = j->B - b0 < chunk ? j->B - b0 : chunk;
 	apply_chunk(g, j->w, j->bias, j->in + b0 * g->C * g->H * g->W,
 		    j->out + b0 * g->F * g->OH * g->OW, n, sn_pass_scratch(j->p, thread));
@@ -539,7 +551,7 @@ static void backward_unit(void *ctx, int64_t unit, int thread)
 	const backward_job *j = ctx;
 	const conv_geom *g = j->g;
 	const sn_layer *l = j->l;
-	const int64_t S = g->OH * g->OW, ckk = g->C * g->k * g->k, chunk = chunk_of(g);
+	const int64_t S = g->OH * g->OW, ckk = g->C * g->k * g->k, chunk = chunk_for(g, j->B);
 	const int64_t plane = g->C * g->H * g->W;
 	float *cols = sn_pass_scratch(j->p, thread), *dy = cols + ckk * S * chunk;
 	float *padded = dy + g->F * S * chunk;

@@ -271,7 +271,8 @@ static void conv_gradients_match_finite_differences(void **state)
 }
 
 /* Large enough that the passes go two examples at a time: spot checks of
- * the input and weight gradients over a batch of 5 (chunks 2, 2, 1). */
+ * the input and weight gradients over a batch of 17 (eight chunks of 2,
+ * then 1). */
 static void conv_gradients_are_right_across_chunks(void **state)
 {
 	(void)state;
@@ -279,7 +280,7 @@ static void conv_gradients_are_right_across_chunks(void **state)
 	opt(&l, SN_OPT_FILTERS, 2);
 	opt(&l, SN_OPT_KERNEL, 3);
 	fixture f;
-	prepare(&f, l, 5, 3);
+	prepare(&f, l, 17, 3);
 	const int64_t ckk = 16 * 9, S = 30 * 30;
 	assert_int_equal(f.l.scratch_fixed / ((ckk + 2) * S), 2);
 	float *in = inputs_uniform(&f, 5), *R = floats(f.nout), *din = floats(f.nin);
