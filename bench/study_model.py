@@ -359,6 +359,10 @@ def plot_data(out, rows, svals, n1, c, ans):
         f.write("set xtics (%s)\n" % ", ".join('"%d" %d' % (t, i) for i, t in enumerate(taus)))
         f.write("set ytics (%s)\n" % ", ".join('"%d" %d' % (k, i) for i, k in enumerate(ks)))
         f.write("set xrange [-0.5:%g]\nset yrange [-0.5:%g]\n" % (len(taus) - 0.5, len(ks) - 0.5))
+        # yellow at a speedup of 1: red below, green above
+        top = max([speedup(n1, c, r["tau"], r["rounds"], 0) for r in rows if n1 and r["rounds"]] + [2.0])
+        f.write("set cbrange [0:%g]\n" % top)
+        f.write("set palette defined (0 '#d7301f', 1 '#ffffbf', %g '#1a9850')\n" % top)
     k = fixed_k(rows)
     grid = [10 ** (e / 10) for e in range(-50, 21)]   # 1e-5 .. 100 s
     with open(os.path.join(pd, "vs_s.dat"), "w") as f:

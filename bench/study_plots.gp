@@ -6,8 +6,6 @@ set multiplot layout 1,2 title 'SparkNet speedup at S = 0: N1 / (tau M), by K an
 load 'axes.gp'
 set xlabel 'tau (steps per round)'
 set ylabel 'K (workers)'
-set palette defined (0 '#d7301f', 1 '#ffffbf', 2 '#1a9850')
-set cbrange [0:*]
 unset key
 set title 'plain averaging'
 plot 'map.dat' index 0 using 1:2:(0.5):(0.5):3 with boxxyerror fs solid 1.0 lc palette, \
