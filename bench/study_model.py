@@ -437,6 +437,9 @@ def report(out, rows, sp, svals, n1, n1_tau, c, meta, ans):
         w("N1 = **%d** steps (the K = 1 run with tau = %d reached the target at step %d).\n" % (n1, n1_tau, n1))
     else:
         w("N1: no K = 1 run reached the target, so no speedup can be computed.\n")
+    short = in_short(sp, ans)
+    if short:
+        w("**In short.** " + " ".join(short) + "\n")
     w("## Runs (study.tsv)\n")
     w("| K | tau | outer | rounds | steps/worker | final acc | C_s | wall s | MB moved | overhead s/round |")
     w("|---|---|---|---|---|---|---|---|---|---|")
@@ -582,6 +585,35 @@ def report(out, rows, sp, svals, n1, n1_tau, c, meta, ans):
     with open(os.path.join(out, "report.md.tmp"), "w") as f:
         f.write("\n".join(L) + "\n")
     os.replace(os.path.join(out, "report.md.tmp"), os.path.join(out, "report.md"))
+
+
+def in_short(sp, ans):
+    """A few sentences: the best configuration at S = 0, locally and per link
+    rate, and where SparkNet overtakes naive synchronous SGD."""
+    out = []
+    def best(name):
+        c = [e for e in sp if e["S"] == name and e["K"] > 1]
+        return max(c, key=lambda e: e["speedup"]) if c else None
+    b = best("S0")
+    if b:
+        out.append("With free communication (S = 0) the best run is K = %d, tau = %d (%s): %.2fx one worker." % (
+            b["K"], b["tau"], b["outer"], b["speedup"]))
+    for name, what in (("local", "this machine's own per-round overhead"),
+                       ("100Mbit-none", "100 Mbit/s"), ("10Mbit-none", "10 Mbit/s"), ("1Mbit-none", "1 Mbit/s")):
+        b = best(name)
+        if b:
+            out.append("At %s (S = %.3g s) it is K = %d, tau = %d (%s): %.3gx, against %.3gx for naive "
+                       "synchronous SGD with the same K." % (what, b["S_s"], b["K"], b["tau"], b["outer"],
+                                                              b["speedup"], b["naive_speedup"]))
+    slow = [e for e in sp if e["S"] != "S0" and e["K"] > 1]
+    if slow and max(e["speedup"] for e in slow) < 1:
+        out.append("Every configuration is slower than one worker once rounds cost real time: a step of "
+                   "this net is too cheap for what a round moves.")
+    cr = [(k, t) for k, t in ans.get("cross", {}).items() if t]
+    if cr:
+        out.append("SparkNet beats naive synchronous SGD below " + ", ".join(
+            "%s (K = %d)" % ("any rate" if math.isinf(t[0]) else rate_str(t[0]), k) for k, t in sorted(cr)) + ".")
+    return out
 
 
 def rate_str(mbit):
