@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -155,8 +156,55 @@ static int load_stats(sn_data *d)
 			return sn_fail(SN_EFORMAT, "metadata \"std\"[%d] is not positive", i);
 		b[2 * nm + i] = unit / d->std[i];
 		b[3 * nm + i] = -d->mean[i] / d->std[i];
+		/* a std so small that dividing by it overflows would turn every
+		 * input into Inf */
+		if (d->std[i] < FLT_MIN || !isfinite(b[2 * nm + i]) || !isfinite(b[3 * nm + i]))
+			return sn_fail(SN_EFORMAT, "metadata \"std\"[%d] is %g, too small to divide by",
+				       i, (double)d->std[i]);
 	}
 	return 0;
+}
+
+/* The first NaN or Inf among n floats at p (any alignment), or -1.  One
+ * pass in blocks of branch-free integer arithmetic, so that -O2 makes SIMD
+ * of it: an exponent of all ones, plus one, carries into the sign bit. */
+static int64_t first_nonfinite(const unsigned char *p, int64_t n)
+{
+	int64_t j = 0;
+	for (; j + 64 <= n; j += 64) {
+		uint32_t any = 0;
+		for (int k = 0; k < 64; k++) {
+			uint32_t v;
+			memcpy(&v, p + 4 * (j + k), 4);
+			any |= (v & 0x7f800000u) + 0x00800000u;
+		}
+		if (any & 0x80000000u)
+			break;
+	}
+	for (; j < n; j++) {
+		uint32_t v;
+		memcpy(&v, p + 4 * j, 4);
+		if (((v & 0x7f800000u) + 0x00800000u) & 0x80000000u)
+			return j;
+	}
+	return -1;
+}
+
+/* NaN or Inf in x is bad input, to be named here rather than surface as a
+ * diverged loss in training. */
+static int check_finite(const sn_data *d)
+{
+	if (d->x->dtype != SN_F32)
+		return 0;
+	int64_t e = shape_elems(&d->shape);
+	int64_t j = first_nonfinite(d->x->data, d->n * e);
+	if (j < 0)
+		return 0;
+	float v;
+	memcpy(&v, (const char *)d->x->data + 4 * j, 4);
+	return sn_fail(SN_EFORMAT, "x holds %s at record %lld, value %lld",
+		       isnan(v) ? "NaN" : v > 0 ? "Inf" : "-Inf", (long long)(j / e),
+		       (long long)(j % e));
 }
 
 static int data_validate(sn_data *d)
@@ -173,8 +221,9 @@ static int data_validate(sn_data *d)
 		return sn_fail(SN_EFORMAT, "metadata \"classes\" is not a count in 1..%d",
 			       SN_DATA_MAX_CLASSES);
 	d->classes = (int)classes;
-	rc = check_labels(d->y, d->classes);
-	return rc ? rc : load_stats(d);
+	if ((rc = check_labels(d->y, d->classes)) || (rc = check_finite(d)))
+		return rc;
+	return load_stats(d);
 }
 
 int sn_data_open(const char *path, sn_data *d)

@@ -30,7 +30,9 @@ typedef struct {
 } sn_data;
 
 /* Open and validate a data file (format sn.data.v1, x/y present with
- * matching N, labels in [0, classes), mean/std well formed). */
+ * matching N, labels in [0, classes), f32 x finite, mean/std well formed
+ * with every std large enough to divide by).  Bad input is SN_EFORMAT,
+ * never SN_ENONFINITE, which means a run diverged. */
 int sn_data_open(const char *path, sn_data *d) SN_MUST_CHECK;
 /* The same for a file already in memory (copied). */
 int sn_data_open_buffer(const void *buf, size_t len, sn_data *d) SN_MUST_CHECK;

@@ -655,6 +655,64 @@ open("ov-labels", "wb").write(struct.pack(">II", 0x801, 2) + bytes(2))'
 	[ "$killed" -ge 3 ]
 }
 
+# poison FILE 'python on t (tensors) and m (metadata)': edit an sn data file
+# in place, with a valid crc32, as a careless foreign writer would.
+poison() {
+	"$PY" - "$1" "$2" <<'PY'
+import json, struct, sys, zlib
+import numpy as np
+DT = {"U8": "u1", "F32": "<f4", "I32": "<i4"}
+path, code = sys.argv[1:3]
+b = open(path, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); m = h.pop("__metadata__")
+t = {k: np.frombuffer(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]],
+     dtype=DT[v["dtype"]]).reshape(v["shape"]).copy() for k, v in h.items()}
+exec(code)
+data, off = b"", 0
+for k in h:
+    raw = t[k].tobytes(); h[k]["data_offsets"] = [off, off + len(raw)]; data += raw; off += len(raw)
+m["crc32"] = "%08x" % zlib.crc32(data)
+hb = json.dumps(dict({"__metadata__": m}, **h)).encode()
+hb += b" " * (-(8 + len(hb)) % 8)
+open(path, "wb").write(struct.pack("<Q", len(hb)) + hb + data)
+PY
+}
+
+@test "a data file with NaN or Inf in x, or a std too small to divide by, is bad input to every tool" {
+	for i in $(seq 0 39); do echo "$i,$((i % 3)),$((i % 2))"; done >t.csv
+	sn-shard t.csv -k 1 -o d 2>/dev/null
+	printf 'name: t\ninput: [2]\nlayers:\n  - {type: dense, units: 2}\n  - softmax_cross_entropy\n' >t.yaml
+	sn-init t.yaml -o w.safetensors
+	cp d/shard-000.safetensors nan.safetensors
+	poison nan.safetensors 't["x"][17, 1] = np.nan'
+	run sn-sgd -w w.safetensors -d nan.safetensors -o out.safetensors --iters 2
+	[ "$status" -eq 1 ]
+	[ "$output" = "sn-sgd: nan.safetensors: x holds NaN at record 17, value 1" ]
+	run sn-eval -w w.safetensors -d nan.safetensors
+	[ "$status" -eq 1 ]
+	assert_one_line_error nan.safetensors
+	run sn-shard nan.safetensors -k 1 -o out
+	[ "$status" -eq 1 ]
+	[ "$output" = "sn-shard: nan.safetensors: x holds NaN at record 17, value 1" ]
+	cp d/shard-000.safetensors inf.safetensors
+	poison inf.safetensors 't["x"][39, 0] = -np.inf'
+	run sn-sgd -w w.safetensors -d inf.safetensors -o out.safetensors --iters 2
+	[ "$status" -eq 1 ]
+	[ "$output" = "sn-sgd: inf.safetensors: x holds -Inf at record 39, value 0" ]
+	for std in '[1e-40,1]' '[0,1]' '[-1,1]'; do
+		cp d/shard-000.safetensors std.safetensors
+		poison std.safetensors "m['std'] = '$std'"
+		run sn-sgd -w w.safetensors -d std.safetensors -o out.safetensors --iters 2
+		[ "$status" -eq 1 ]
+		assert_one_line_error std.safetensors
+		[[ "$output" == *'"std"[0]'* ]]
+		run sn-eval -w w.safetensors -d std.safetensors
+		[ "$status" -eq 1 ]
+	done
+	[ ! -e out.safetensors ]
+}
+
 @test "sn-shard refuses a corrupt sn data file" {
 	mkidx a 10
 	sn-shard a-images --labels a-labels -k 1 -o d 2>/dev/null

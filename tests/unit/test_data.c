@@ -148,6 +148,44 @@ static void batch_normalises_f32_tables_per_feature_or_once(void **state)
 	sn_data_close(&d);
 }
 
+/* A NaN or Inf anywhere in x, inside the blocks of 64 or in the tail, is
+ * found and placed; a std too small to divide by is refused. */
+static void open_refuses_nonfinite_x_and_tiny_std(void **state)
+{
+	fixture *f = *state;
+	enum { N = 7, D = 30 };    /* 210 values: three blocks of 64 and a tail */
+	const int64_t shape[2] = { N, D };
+	static float v[N * D];
+	const char *meta[] = { "format", "sn.data.v1", "classes", "2", "mean", "[0]",
+			       "std", "[1]", NULL };
+	const int at[] = { 0, 63, 64, 100, 191, 192, 209 };
+	const float bad[] = { NAN, INFINITY, -INFINITY };
+	char want[64];
+	sn_data d;
+	for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+		for (int j = 0; j < N * D; j++)
+			v[j] = j % 2 ? 3.4e38f : -1e-45f;    /* the largest and a denormal pass */
+		v[at[i]] = bad[i % 3];
+		write_data(f->path, SN_F32, 2, shape, v, 2, 0, meta);
+		assert_int_equal(sn_data_open(f->path, &d), SN_EFORMAT);
+		snprintf(want, sizeof want, "x holds %s at record %d, value %d",
+			 i % 3 == 0 ? "NaN" : i % 3 == 1 ? "Inf" : "-Inf", at[i] / D, at[i] % D);
+		assert_string_equal(sn_errdetail(), want);
+	}
+	v[209] = 0;
+	write_data(f->path, SN_F32, 2, shape, v, 2, 0, meta);
+	assert_int_equal(sn_data_open(f->path, &d), 0);
+	sn_data_close(&d);
+	const char *stds[] = { "[1e-40]", "[0]", "[-2]", "[1e-300]" };
+	for (int i = 0; i < 4; i++) {
+		const char *m[] = { "format", "sn.data.v1", "classes", "2", "mean", "[0]",
+				    "std", stds[i], NULL };
+		write_data(f->path, SN_F32, 2, shape, v, 2, 0, m);
+		assert_int_equal(sn_data_open(f->path, &d), SN_EFORMAT);
+		assert_non_null(strstr(sn_errdetail(), "\"std\"[0]"));
+	}
+}
+
 static void batch_normalises_wide_f32_tables(void **state)
 {
 	fixture *f = *state;
@@ -391,6 +429,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(batch_normalises_wide_f32_tables, setup, teardown),
 		cmocka_unit_test_setup_teardown(open_refuses_malformed_data_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(open_refuses_wrong_tensors, setup, teardown),
+		cmocka_unit_test_setup_teardown(open_refuses_nonfinite_x_and_tiny_std, setup, teardown),
 		cmocka_unit_test_setup_teardown(shard_stratifies_and_every_record_lands_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(shard_failure_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(shard_reads_quoted_crlf_csv_with_string_labels, setup, teardown),
