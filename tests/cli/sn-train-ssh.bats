@@ -63,6 +63,24 @@ teardown() {
 	done
 }
 
+@test "sn-train --compress int8 over ssh: every replica holds the master's weights, and the run equals the local one" {
+	args=(--net "$NETS/mlp.yaml" --shards "$FX/shards" --rounds 3 --iters 10 --seed 6 --compress int8 --quiet)
+	sn-train "${args[@]}" --out local
+	sn-train "${args[@]}" --out run --ssh "$SSH" -S h1,h2 --remote-path "$SN_BIN" --keep-remote
+	same_tensors local/w-0003.safetensors run/w-0003.safetensors
+	# each host rebuilt the last round's weights from the broadcast delta
+	id=$(cat run/run-id)
+	for h in h1 h2; do
+		cmp run/w-0002.safetensors "$TMP/hosts/$h/work/.sn-train/$id/w-0002.safetensors"
+		[ ! -e "$TMP/hosts/$h/work/.sn-train/$id/w-0000.safetensors" ]
+	done
+	# after the first round a job moves deltas, not weights, and the states
+	# stay on the hosts until the last round (a checkpoint) brings them home
+	w=$(stat -c %s run/w-0000.safetensors)
+	awk -F '\t' -v w="$w" 'NR == 3 && ($10 > 2 * 0.35 * w || $11 > 2 * 0.35 * w) { exit 1 }
+		NR == 4 && $11 < 2 * w { exit 1 }' run/log.tsv
+}
+
 @test "sn-train reads an sshloginfile and removes the hosts' work directories at the end" {
 	printf 'h1\n# a comment\n\n1/%s h2\n' "$SSH" >"login file"
 	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards" --out run --rounds 1 --iters 3 \
@@ -89,6 +107,7 @@ teardown() {
 	# worker 1 went to h1 and rebuilt its state from the master's checkpoint
 	grep -q 'worker 1: replayed rounds' run/events.log
 	grep -q 'worker 1: done on h1' run/events.log
+	grep -q 'host h2: excluded at the end, its .* is left there' run/events.log
 	same_tensors whole/w-0004.safetensors run/w-0004.safetensors
 }
 

@@ -120,6 +120,126 @@ EOF2
 	[ "$(wc -l <cut/log.tsv)" -eq 5 ]
 }
 
+@test "sn-train --compress int8 sends deltas both ways; kill -9 then --resume gives the uninterrupted run's weights" {
+	args=(--net "$NETS/mlp.yaml" --shards "$FX/shards2" --rounds 4 --iters 15 --seed 7 --compress int8 --quiet)
+	run sn-train "${args[@]}" --out whole --json
+	[ "$status" -eq 0 ]
+	# the summary is one JSON object with the byte totals of log.tsv
+	printf '%s\n' "$output" | "$PY" -c 'import json, sys
+j = json.load(sys.stdin)
+assert j["rounds"] == 4 and j["compress"] == "int8", j
+rows = [l.rstrip("\n").split("\t") for l in open("whole/log.tsv")][1:]
+assert j["bytes_down"] == sum(int(r[9]) for r in rows) and j["bytes_up"] == sum(int(r[10]) for r in rows), j
+w = j["weights_bytes"]
+# after the first round both ways carry int8 deltas: about 0.27 of the weights per worker
+for r in rows[1:]:
+    assert int(r[9]) < 2 * 0.35 * w and int(r[10]) < 2 * 0.35 * w, (r, w)'
+	[ -f whole/d-0004.safetensors ] && [ -f whole/feedback.safetensors ]
+	# w-<r+1> is w-<r> plus the broadcast delta, as every replica computes it
+	sn-delta apply whole/w-0002.safetensors whole/d-0003.safetensors -o again.safetensors
+	cmp <(sn-info --json again.safetensors | grep -v '"file"') <(sn-info --json whole/w-0003.safetensors | grep -v '"file"')
+	setsid sn-train "${args[@]}" --out cut &
+	pid=$!
+	for _ in $(seq 600); do [ -e cut/w-0002.safetensors ] && [ -d cut/r-0002 ] && break; sleep 0.05; done
+	kill -9 -- -"$pid"
+	wait "$pid" || true
+	[ ! -e cut/w-0004.safetensors ]
+	run sn-train "${args[@]}" --out cut --resume
+	[ "$status" -eq 0 ]
+	same_tensors whole/w-0004.safetensors cut/w-0004.safetensors
+}
+
+@test "sn-train checks the options it passes to sn-sgd before it creates anything" {
+	for bad in "--batch 0" "--lr 0" "--lr 1e400" "--momentum 1" "--solver foo" "--set foo=1"; do
+		# shellcheck disable=SC2086
+		run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards1" --out run --rounds 1 --iters 2 $bad --quiet
+		[ "$status" -eq 2 ] || { echo "$bad: status $status: $output"; return 1; }
+		[[ "$output" == "sn-sgd: "* ]] || { echo "$bad: $output"; return 1; }
+		[ ! -e run ] || { echo "$bad: run/ was created"; return 1; }
+	done
+	# integers are decimal, leading zeros or not
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards1" --out run --rounds 02 --iters 3 --seed 08 --quiet
+	[ "$status" -eq 0 ]
+	[ -f run/w-0002.safetensors ] && [ ! -e run/w-0003.safetensors ]
+	# the corrected rerun of a refused one is not refused
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards1" --out run2 --rounds 1 --iters 2 --lr 0 --quiet
+	[ "$status" -eq 2 ]
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards1" --out run2 --rounds 1 --iters 2 --lr 0.01 --quiet
+	[ "$status" -eq 0 ]
+}
+
+@test "sn-train refuses shards of different sn-shard runs and paths with a newline" {
+	mkdir mixed
+	cp "$FX/shards2/shard-000.safetensors" mixed/shard-000.safetensors
+	cp "$FX/shards1/shard-000.safetensors" mixed/shard-001.safetensors
+	run sn-train --net "$NETS/mlp.yaml" --shards mixed --out run --rounds 1 --iters 2 --quiet
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"shard-001.safetensors: shard 1/1, but mixed holds 2 shards"* ]]
+	[ ! -e run ]
+	mkdir "new
+line"
+	cp "$FX/shards1/shard-000.safetensors" "new
+line/"
+	run sn-train --net "$NETS/mlp.yaml" --shards "new
+line" --out run --rounds 1 --iters 2 --quiet
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"newline"* ]]
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards1" --out "run
+x" --rounds 1 --iters 2 --quiet
+	[ "$status" -eq 2 ]
+	[ ! -e "run
+x" ]
+}
+
+@test "sn-train finds the sn tools beside itself before PATH" {
+	mkdir tree
+	cp "$SN_ROOT/bin/sn-train" tree/
+	for t in sn-sgd sn-average sn-init sn-eval sn-delta; do ln -s "$SN_BIN/$t" tree/; done
+	mkdir decoy
+	printf '#!/bin/sh\necho decoy >&2; exit 1\n' >decoy/sn-sgd
+	chmod +x decoy/sn-sgd
+	run env -u SN_EXEC_PATH PATH="$PWD/decoy:/usr/bin:/bin" tree/sn-train --net "$NETS/mlp.yaml" \
+		--shards "$FX/shards1" --out run --rounds 1 --iters 2 --quiet
+	[ "$status" -eq 0 ]
+	[ -f run/w-0001.safetensors ]
+}
+
+@test "sn-train holds a lock on the run directory: a live run is refused, a killed run's workers are waited for" {
+	sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 1 --iters 2 --quiet
+	# a killed run's orphan worker still holds the lock (inherited fd)
+	flock run/.lock sleep 2 &
+	holder=$!
+	sleep 0.3
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 2 --iters 2 --quiet
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"in use by the workers of a killed run"* ]]
+	SECONDS=0
+	run sn-train --resume --shards "$FX/shards2" --out run --rounds 2 --iters 2
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"waiting for the workers of a killed run"* ]]
+	[ "$SECONDS" -ge 1 ]
+	wait "$holder"
+	# a live sn-train is refused, not waited for
+	sn-train --resume --shards "$FX/shards2" --out run --rounds 40 --iters 20 --quiet &
+	live=$!
+	for _ in $(seq 200); do [ -e run/w-0003.safetensors ] && break; sleep 0.05; done
+	run sn-train --resume --shards "$FX/shards2" --out run --rounds 40 --iters 20 --quiet
+	kill "$live"
+	wait "$live" || true
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"in use by sn-train (pid $live)"* ]]
+}
+
+@test "sn-train's wall_s covers the whole run, evaluation included" {
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 3 --iters 3 \
+		--eval "$TEST_DATA" --json --quiet
+	[ "$status" -eq 0 ]
+	total=$(printf '%s\n' "$output" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["seconds"])')
+	sum=$(awk -F '\t' 'NR > 1 { s += $2 } END { print s }' run/log.tsv)
+	# the rounds' wall times add up to the run's, less only the summary
+	awk -v t="$total" -v s="$sum" 'BEGIN { exit !(s <= t + 0.01 && s >= t - 0.5) }'
+}
+
 @test "sn-train goes on with the survivors when a worker dies" {
 	fake_failing_worker
 	SN_EXEC_PATH=$PWD/fake:$SN_BIN run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run \
