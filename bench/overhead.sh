@@ -31,7 +31,7 @@ for ((t = 0; t < repeat; t++)); do
 		for k in 0 1 2 3; do
 			printf '%s\0' -q -w "$w" -d "$tmp/shards/shard-00$k.safetensors" -o "$tmp/direct/$k.safetensors" \
 				--state "$tmp/direct/state-$k.safetensors" --seed $((1 + k)) --threads "$threads" --iters 50
-		done | xargs -0 -n 16 -P "$conc" sn-sgd
+		done | xargs -0 -n 15 -P "$conc" sn-sgd
 	done
 	direct=$(awk -v s="$s" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.3f", e - s }')
 	[ -z "$best_train" ] || awk -v a="$train" -v b="$best_train" 'BEGIN { exit !(a < b) }' && best_train=$train

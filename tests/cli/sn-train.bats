@@ -207,9 +207,9 @@ x" ]
 @test "sn-train holds a lock on the run directory: a live run is refused, a killed run's workers are waited for" {
 	sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 1 --iters 2 --quiet
 	# a killed run's orphan worker still holds the lock (inherited fd)
-	flock run/.lock sleep 2 &
+	flock run/.lock sleep 4 &
 	holder=$!
-	sleep 0.3
+	for _ in $(seq 100); do flock -n run/.lock true || break; sleep 0.05; done
 	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 2 --iters 2 --quiet
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"in use by the workers of a killed run"* ]]
@@ -222,7 +222,8 @@ x" ]
 	# a live sn-train is refused, not waited for
 	sn-train --resume --shards "$FX/shards2" --out run --rounds 40 --iters 20 --quiet &
 	live=$!
-	for _ in $(seq 200); do [ -e run/w-0003.safetensors ] && break; sleep 0.05; done
+	for _ in $(seq 600); do [ -e run/w-0003.safetensors ] && break; sleep 0.1; done
+	[ -e run/w-0003.safetensors ]
 	run sn-train --resume --shards "$FX/shards2" --out run --rounds 40 --iters 20 --quiet
 	kill "$live"
 	wait "$live" || true
