@@ -12,6 +12,9 @@ OPT       ?= -O2
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# -std=c11, not gnu11: GCC then never contracts a*b+c into an FMA (ISO C
+# modes imply -ffp-contract=off), which sn-delta's decoding needs to give
+# the same bits on every machine.
 SN_CFLAGS  = -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror \
              -DSN_VERSION='"$(VERSION)"' -Ilib -Isrc $(PKG_CFLAGS) $(CFLAGS) $(SAN)
 SN_LDLIBS  = $(PKG_LIBS) -lm -lpthread $(LDLIBS)

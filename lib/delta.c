@@ -11,7 +11,10 @@
 
 /* Decoding must give the same bits everywhere (see delta.h): plain float32
  * operations, each rounded once.  C11's FLT_EVAL_METHOD tells us the float
- * operations really are float32 ones (not x87 extended precision). */
+ * operations really are float32 ones (not x87 extended precision).  The
+ * multiply (decode_at) and the add (reconstruct_at) are separate statements,
+ * so even a compiler that contracts within an expression (clang's default)
+ * cannot fuse them; GCC in -std=c11 contracts nothing. */
 #if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
 #error "sn's delta decoding needs float arithmetic in float32 (FLT_EVAL_METHOD 0)"
 #endif

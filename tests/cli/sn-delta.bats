@@ -307,6 +307,21 @@ variant("otherbase", meta={"base_crc32": "00000000"})' good
 	[[ "$output" == *truncated* ]]
 	run sn-delta apply "$FX/w1" good -o out
 	[[ "$output" == "sn-delta: good: made against other weights"* ]]
+	# a cut gzip stream; the unused high nibble of an odd-length int4 entry
+	sn-delta diff "$FX/w0" "$FX/w1" -o good.gz -c int8
+	head -c 20000 good.gz >cut.gz
+	mkw base base; mkw new new
+	sn-delta diff base new -o odd -c int4
+	py 't, m = rd(f[0]); t = {k: v.copy() for k, v in t.items()}
+assert t["b"].shape == (2,); t["b"][1] |= 0x10; wr("pad", t, m)' odd
+	for f in cut.gz pad; do
+		b=$FX/w0; [ "$f" = pad ] && b=base
+		run sn-delta apply "$b" "$f" -o out
+		[ "$status" -eq 1 ] || { echo "$f: status $status: $output"; return 1; }
+		assert_one_line_error "$f"
+		[ ! -e out ]
+	done
+	[[ "$output" == *"unused last nibble"* ]]
 	[ "$(ls | grep -c tmp)" -eq 0 ]
 }
 
