@@ -154,8 +154,10 @@ static int parse_net_name(parser *p, yaml_node_t *n)
 	return 0;
 }
 
-/* `multistep: [1000, 2000]` arrives as a sequence; the solver takes "1000,2000". */
-static int solver_value(parser *p, yaml_node_t *v, char *buf, size_t cap)
+/* `multistep: [1000, 2000]` arrives as a sequence; the solver takes "1000,2000".
+ * A list anywhere else is refused, even of one element: `lr: [0.5]` is not
+ * `lr: 0.5` written oddly but a mistake. */
+static int solver_value(parser *p, const char *key, yaml_node_t *v, char *buf, size_t cap)
 {
 	if (v->type == YAML_SCALAR_NODE) {
 		snprintf(buf, cap, "%s", text(v));
@@ -163,6 +165,8 @@ static int solver_value(parser *p, yaml_node_t *v, char *buf, size_t cap)
 	}
 	if (v->type != YAML_SEQUENCE_NODE)
 		return fail_at(p, v, "solver: expected a value, got %s", node_kind(v));
+	if (!sn_solver_key_takes_list(key))
+		return fail_at(p, v, "solver: %s: expected one value, got a list", key);
 	size_t used = 0;
 	buf[0] = 0;
 	for (yaml_node_item_t *it = v->data.sequence.items.start;
@@ -189,7 +193,7 @@ static int parse_solver(parser *p, yaml_node_t *n)
 		char value[512];
 		int err = expect_scalar(p, k, "a solver key");
 		if (!err)
-			err = solver_value(p, v, value, sizeof value);
+			err = solver_value(p, text(k), v, value, sizeof value);
 		if (err)
 			return err;
 		/* set first: an unknown key fails before the duplicate scan, which
@@ -949,11 +953,26 @@ static int check_tensor(const sn_param_view *v, const sn_tensor *t)
 	return 0;
 }
 
+static int check_finite(const sn_tensor *t)
+{
+	int64_t n = sn_tensor_numel(t);
+	for (int64_t j = 0; j < n; j++) {
+		float v;
+		memcpy(&v, (const char *)t->data + 4 * j, 4);
+		if (!isfinite(v))
+			return sn_fail(SN_ENONFINITE, "tensor \"%s\" has a non-finite value (%g) "
+				       "at index %lld", t->name, (double)v, (long long)j);
+	}
+	return 0;
+}
+
 int sn_net_load_weights(sn_net *net, const sn_st *st)
 {
 	/* Check everything first, so a mismatch leaves the net untouched. */
 	for (int i = 0; i < net->nviews; i++) {
 		int err = check_tensor(&net->views[i], sn_st_find(st, net->views[i].name));
+		if (!err)
+			err = check_finite(sn_st_find(st, net->views[i].name));
 		if (err)
 			return err;
 	}

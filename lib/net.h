@@ -85,7 +85,9 @@ int sn_net_init_weights(sn_net *net, const char *method, double std, uint64_t se
 
 /* Copy a weights file's tensors into the flat buffers.  Every view must be
  * present as F32 with the same shape, and no other tensor may be present:
- * SN_EMISMATCH names the first that differs. */
+ * SN_EMISMATCH names the first that differs.  A NaN or an infinity is
+ * SN_ENONFINITE naming the tensor and index: the file is bad input, and
+ * whatever a net computes from it would be blamed on the data. */
 int sn_net_load_weights(sn_net *net, const sn_st *st) SN_MUST_CHECK;
 
 /* Open a weights file: read it, parse the net from its `net` metadata, load

@@ -74,6 +74,11 @@ static int parse_name(const char *key, const char *s, const char *const *list,
 }
 
 /* "1000,2000,3000": strictly increasing positive step numbers. */
+int sn_solver_key_takes_list(const char *key)
+{
+	return strcmp(key, "multistep") == 0;
+}
+
 static int parse_multistep(sn_solver_config *c, const char *s)
 {
 	int64_t steps[SN_MAX_MULTISTEP];

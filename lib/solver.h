@@ -45,6 +45,10 @@ typedef struct {
  * batch 64, fixed policy, adam betas 0.9/0.999, eps 1e-8. */
 void sn_solver_config_default(sn_solver_config *c);
 
+/* Whether a solver key takes a list (multistep: [1000, 2000]); every other
+ * key takes exactly one value. */
+int sn_solver_key_takes_list(const char *key);
+
 /* Set one key from text (YAML `solver:` entries and command-line options
  * share this): returns 0, or SN_EINVAL with a detail for an unknown key or a
  * bad value.  Keys: type lr momentum weight_decay beta1 beta2 eps rms_decay

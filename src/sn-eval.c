@@ -61,6 +61,7 @@ typedef struct {
 	int ndata;
 	int batch, k, threads;
 	int per_class, confusion, tsv, json;
+	int k_given;    /* an explicit --top-k must fit the net; the default 5 is clamped */
 } options;
 
 static void parse_options(int argc, char **argv, options *o)
@@ -75,7 +76,10 @@ static void parse_options(int argc, char **argv, options *o)
 		case 'w': o->weights = optarg; break;
 		case 'd': o->data[o->ndata++] = optarg; break;
 		case 'b': o->batch = (int)sn_cli_int("--batch", optarg, 1, 1 << 16); break;
-		case 'k': o->k = (int)sn_cli_int("--top-k", optarg, 1, 1 << 20); break;
+		case 'k':
+			o->k = (int)sn_cli_int("--top-k", optarg, 1, 1 << 20);
+			o->k_given = 1;
+			break;
 		case 'p': o->predictions = optarg; break;
 		case 'j': o->threads = (int)sn_cli_int("--threads", optarg, 1, 1024); break;
 		case OPT_PER_CLASS: o->per_class = 1; break;
@@ -140,6 +144,11 @@ static int evaluate(const options *o, run *r)
 		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	sn_st_free(&meta);
 	r->have_net = 1;
+	if (o->k_given && o->k > r->net.classes) {
+		int classes = r->net.classes;
+		run_free(r);
+		sn_cli_usage_error("--top-k %d: the net has only %d classes", o->k, classes);
+	}
 	if ((err = sn_eval_init(&r->eval, r->net.classes, o->k, o->predictions != NULL)))
 		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	r->have_eval = 1;

@@ -240,8 +240,9 @@ static int open_inputs(const options *o, run *r)
 {
 	sn_st meta;
 	int err, found;
+	/* a bad weights file is bad input (1), even when it holds a NaN */
 	if ((err = sn_net_from_weights(o->weights, &r->net, &meta)))
-		return sn_cli_error(o->weights, err), sn_exit_code(err);
+		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	r->have_net = 1;
 	err = sn_train_meta_int(&meta, "round", &r->round);
 	if (!err)

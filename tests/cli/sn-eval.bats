@@ -235,3 +235,43 @@ assert j["data"][0].endswith("test.safetensors")'
 	[ "$(cat p.tsv)" = old ]
 	[ -z "$(find . -name '*.tmp*')" ]
 }
+
+# poison FILE VALUE: set the 10th float of the first tensor to VALUE, crc32 fixed
+poison() {
+	"$PY" - "$@" <<'PY'
+import json, struct, sys, zlib
+path, value = sys.argv[1], float(sys.argv[2])
+b = bytearray(open(path, "rb").read()); n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); m = h.pop("__metadata__")
+first = min(h.values(), key=lambda t: t["data_offsets"][0])
+at = 8 + n + first["data_offsets"][0] + 4 * 9
+b[at:at + 4] = struct.pack("<f", value)
+m["crc32"] = "%08x" % zlib.crc32(bytes(b[8 + n:]))
+h["__metadata__"] = m
+t = json.dumps(h).encode(); t += b" " * (-len(t) % 8)
+open(path, "wb").write(struct.pack("<Q", len(t)) + t + bytes(b[8 + n:]))
+PY
+}
+
+@test "sn-eval and sn-sgd refuse weights holding NaN or Inf, naming the weights file, exit 1" {
+	for v in nan inf -inf; do
+		cp "$D/mlp.safetensors" bad.safetensors
+		poison bad.safetensors "$v"
+		run sn-eval -w bad.safetensors -d "$D/test.safetensors"
+		[ "$status" -eq 1 ] || { echo "$v: status $status: $output"; return 1; }
+		assert_one_line_error bad.safetensors
+		[[ "$output" == *"non-finite"* ]]
+		run sn-sgd -w bad.safetensors -d "$D/train.safetensors" -o out.safetensors --iters 1
+		[ "$status" -eq 1 ] || { echo "$v: status $status: $output"; return 1; }
+		assert_one_line_error bad.safetensors
+		[ ! -e out.safetensors ]
+	done
+}
+
+@test "sn-eval --top-k beyond the net's classes is a usage error, not a silent top-10" {
+	run sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --top-k 11
+	[ "$status" -eq 2 ]
+	[[ "${lines[0]}" == "sn-eval: --top-k 11: the net has only 10 classes" ]]
+	run sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --top-k 10 --json
+	[ "$status" -eq 0 ]
+}

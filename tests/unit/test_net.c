@@ -235,6 +235,10 @@ static const struct {
 	 "t.yaml:5:3: solver: unknown solver key \"lrate\""},
 	{"input: [4]\nlayers: [softmax_cross_entropy]\nsolver: {lr: fast}\n",
 	 "t.yaml:3:10: solver: lr: invalid number \"fast\""},
+	{"input: [4]\nlayers: [softmax_cross_entropy]\nsolver: {lr: [0.5]}\n",
+	 "t.yaml:3:14: solver: lr: expected one value, got a list"},
+	{"input: [4]\nlayers: [softmax_cross_entropy]\nsolver: {type: [adam]}\n",
+	 "t.yaml:3:16: solver: type: expected one value, got a list"},
 	{"input: [4]\nlayers: [softmax_cross_entropy]\nsolver: {lr_policy: step}\n",
 	 "t.yaml:3:9: solver: lr_policy step needs step_size"},
 	{"input: [65536]\nlayers:\n  - {type: dense, units: 32767}\n"
