@@ -12,10 +12,13 @@
 #
 # The recipe: Adam at lr 0.002 with weight decay 5e-4 on a cosine schedule to
 # lr 0 over the 2,400 global steps (the schedule follows the global step count,
-# tau per round), DiLoCo's outer Nesterov step (0.7, 0.9) on the averaged
-# deltas, crop_pad 2 and mirror in every worker.  24 rounds x 100 steps x 4
-# workers x 64 images = 614,400 images, 10.2 epochs.  bench/resnet.sh runs it
-# and then PyTorch on the same net, initial weights and recipe, for comparison.
+# tau per round), plain averaging, crop_pad 2 and mirror in every worker.
+# 24 rounds x 100 steps x 4 workers x 64 images = 614,400 images, 10.2 epochs.
+# No outer Nesterov step (--outer-lr), unlike demo.sh: sn-average applies it
+# to the batchnorm running statistics too, whose extrapolated running_var
+# went negative here (sn-eval: non-finite output in layer stem_bn).
+# bench/resnet.sh runs this and then PyTorch on the same net, initial weights
+# and recipe, for comparison.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export PATH="$root/bin:$PATH"
@@ -37,7 +40,7 @@ echo "resnet: sn-train, 4 workers, $rounds rounds of $iters steps" >&2
 sn-train --net "$root/examples/nets/resnet.yaml" --shards "$dir/shards" --out "$dir/run" \
 	--rounds "$rounds" --iters "$iters" -j 4 --seed 1 \
 	--eval "$dir/test/shard-000.safetensors" --eval-every 4 \
-	--solver adam --lr 0.002 --weight-decay 0.0005 --outer-lr 0.7 --outer-momentum 0.9 \
+	--solver adam --lr 0.002 --weight-decay 0.0005 \
 	--set lr_policy=cosine --set max_steps=$((rounds * iters)) \
 	--set crop_pad=2 --set mirror=1 "$@"
 
