@@ -39,7 +39,7 @@ sn-shard "$data/t10k-images-idx3-ubyte.gz" --labels "$data/t10k-labels-idx1-ubyt
 echo "resnet: sn-train, 4 workers, $rounds rounds of $iters steps" >&2
 sn-train --net "$root/examples/nets/resnet.yaml" --shards "$dir/shards" --out "$dir/run" \
 	--rounds "$rounds" --iters "$iters" -j 4 --seed 1 \
-	--eval "$dir/test/shard-000.safetensors" --eval-every 4 \
+	--eval "$dir/test/shard-000.safetensors" --eval-every 2 \
 	--solver adam --lr 0.002 --weight-decay 0.0005 \
 	--set lr_policy=cosine --set max_steps=$((rounds * iters)) \
 	--set crop_pad=2 --set mirror=1 "$@"
