@@ -82,6 +82,16 @@ assert j["data"][0].endswith("test.safetensors")'
 	EOF
 }
 
+@test "sn-eval writes the same report and predictions bit for bit whatever the --threads" {
+	sn-init "$NETS/lenet.yaml" -o lenet.safetensors --seed 2
+	for t in 1 2 3; do
+		sn-eval -w lenet.safetensors -d "$D/test.safetensors" --batch 101 --threads $t \
+			--json -p p$t.txt >r$t.json
+	done
+	cmp p1.txt p2.txt && cmp p1.txt p3.txt
+	cmp r1.json r2.json && cmp r1.json r3.json
+}
+
 @test "sn-eval gives the same totals whatever the --batch and --threads" {
 	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json >a.json
 	sn-eval -w "$D/mlp.safetensors" -d "$D/test.safetensors" --json --batch 7 --threads 2 >b.json

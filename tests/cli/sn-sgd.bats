@@ -209,11 +209,21 @@ json_field() { "$PY" -c "import json,sys; print(json.load(open('$1'))['$2'])"; }
 
 @test "sn-sgd gives the same weights and state bit for bit whatever the --threads" {
 	sn-init "$NETS/cifar10_quick.yaml" -o cifar.safetensors --seed 2
+	sn-init "$NETS/resnet.yaml" -o resnet.safetensors --seed 3
+	sn-init "$NETS/inception.yaml" -o inception.safetensors --seed 4
 	for t in 1 2 3; do
 		sn-sgd -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o lenet-$t.safetensors \
 			--state lenet-s$t.safetensors --iters 4 --batch 37 --threads $t
 		sn-sgd -w cifar.safetensors -d "$D/rgb.safetensors" -o cifar-$t.safetensors \
 			--state cifar-s$t.safetensors --iters 3 --batch 19 --threads $t
+		for net in resnet inception; do
+			sn-sgd -w $net.safetensors -d "$D/train.safetensors" -o $net-$t.safetensors \
+				--iters 2 --batch 13 --threads $t
+		done
+	done
+	for net in resnet inception; do
+		same $net-1.safetensors $net-2.safetensors
+		same $net-1.safetensors $net-3.safetensors
 	done
 	[ "$(meta lenet-2.safetensors steps)" = 4 ]
 	for t in 2 3; do
