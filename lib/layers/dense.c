@@ -44,6 +44,19 @@ static int64_t blocks_of(int64_t n)
 	return (n + BLOCK - 1) / BLOCK;
 }
 
+/* Blocks of examples are larger at evaluation's batch sizes: an eighth of
+ * the batch, so W is packed eight times per pass rather than B/64. */
+static int rows_per_block(int B)
+{
+	const int rows = ((B + 7) / 8 + 15) / 16 * 16;
+	return rows > BLOCK ? rows : BLOCK;
+}
+
+static int64_t row_blocks(int B)
+{
+	return (B + rows_per_block(B) - 1) / rows_per_block(B);
+}
+
 typedef struct {
 	const sn_layer *l;
 	const float *in, *dout;
@@ -51,11 +64,11 @@ typedef struct {
 	int B, D, U;
 } dense_job;
 
-/* [*i0, *i0 + *n): block `unit` of 0..total-1. */
-static void block(int64_t unit, int total, int *i0, int *n)
+/* [*i0, *i0 + *n): block `unit` of size `size` in 0..total-1. */
+static void block(int64_t unit, int size, int total, int *i0, int *n)
 {
-	*i0 = (int)unit * BLOCK;
-	*n = total - *i0 < BLOCK ? total - *i0 : BLOCK;
+	*i0 = (int)unit * size;
+	*n = total - *i0 < size ? total - *i0 : size;
 }
 
 /* out[b0:b0+nb, u0:u0+nu] = in W^T + bias */
@@ -75,7 +88,7 @@ static void forward_rows(void *ctx, int64_t unit, int thread)
 	(void)thread;
 	const dense_job *j = ctx;
 	int b0, nb;
-	block(unit, j->B, &b0, &nb);
+	block(unit, rows_per_block(j->B), j->B, &b0, &nb);
 	forward_block(j, b0, nb, 0, j->U);
 }
 
@@ -84,7 +97,7 @@ static void forward_columns(void *ctx, int64_t unit, int thread)
 	(void)thread;
 	const dense_job *j = ctx;
 	int u0, nu;
-	block(unit, j->U, &u0, &nu);
+	block(unit, BLOCK, j->U, &u0, &nu);
 	forward_block(j, 0, j->B, u0, nu);
 }
 
@@ -92,7 +105,7 @@ static void dense_forward(sn_layer *l, const float *in, float *out, int B, sn_pa
 {
 	dense_job j = {l, in, NULL, out, NULL, B, (int)sn_shape_size(&l->in), (int)l->out.d[0]};
 	if (j.B > j.U)
-		sn_parallel_for(p->pool, blocks_of(j.B), forward_rows, &j);
+		sn_parallel_for(p->pool, row_blocks(j.B), forward_rows, &j);
 	else
 		sn_parallel_for(p->pool, blocks_of(j.U), forward_columns, &j);
 }
@@ -138,7 +151,7 @@ static void input_grad_rows(void *ctx, int64_t unit, int thread)
 	(void)thread;
 	const dense_job *j = ctx;
 	int b0, nb;
-	block(unit, j->B, &b0, &nb);
+	block(unit, rows_per_block(j->B), j->B, &b0, &nb);
 	input_grad_block(j, b0, nb, 0, j->D);
 }
 
@@ -147,7 +160,7 @@ static void input_grad_columns(void *ctx, int64_t unit, int thread)
 	(void)thread;
 	const dense_job *j = ctx;
 	int d0, nd;
-	block(unit, j->D, &d0, &nd);
+	block(unit, BLOCK, j->D, &d0, &nd);
 	input_grad_block(j, 0, j->B, d0, nd);
 }
 
@@ -158,7 +171,7 @@ static void dense_backward(sn_layer *l, const float *in, const float *out,
 	dense_job j = {l, in, dout, NULL, din, B, (int)sn_shape_size(&l->in), (int)l->out.d[0]};
 	sn_parallel_for(p->pool, blocks_of(j.U), weight_grad_unit, &j);
 	if (din && j.B > j.D)
-		sn_parallel_for(p->pool, blocks_of(j.B), input_grad_rows, &j);
+		sn_parallel_for(p->pool, row_blocks(j.B), input_grad_rows, &j);
 	else if (din)
 		sn_parallel_for(p->pool, blocks_of(j.D), input_grad_columns, &j);
 }
