@@ -238,10 +238,10 @@ int sn_data_open(const char *path, sn_data *d)
 	return rc;
 }
 
-int sn_data_open_buffer(const void *buf, size_t len, sn_data *d)
+int sn_data_open_buffer(const void *buf, size_t len, unsigned flags, sn_data *d)
 {
 	memset(d, 0, sizeof *d);
-	int rc = sn_st_read_buffer(buf, len, &d->st, 0);
+	int rc = sn_st_read_buffer(buf, len, &d->st, flags);
 	if (rc)
 		return rc;
 	rc = data_validate(d);

@@ -34,8 +34,9 @@ typedef struct {
  * with every std large enough to divide by).  Bad input is SN_EFORMAT,
  * never SN_ENONFINITE, which means a run diverged. */
 int sn_data_open(const char *path, sn_data *d) SN_MUST_CHECK;
-/* The same for a file already in memory (copied). */
-int sn_data_open_buffer(const void *buf, size_t len, sn_data *d) SN_MUST_CHECK;
+/* The same for a file already in memory (copied); flags as sn_st_read's
+ * (the fuzzers skip the crc32). */
+int sn_data_open_buffer(const void *buf, size_t len, unsigned flags, sn_data *d) SN_MUST_CHECK;
 void sn_data_close(sn_data *d);
 
 /* Label i (y may be U8 or I32, and need not be aligned). */

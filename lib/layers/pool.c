@@ -215,8 +215,16 @@ static int maxpool_plane_2x2(const pool_geom *g, const float *src, float *out, i
 			memcpy(&t1, r0 + 2 * ow + 4, sizeof t1);
 			memcpy(&b0, r1 + 2 * ow, sizeof b0);
 			memcpy(&b1, r1 + 2 * ow + 4, sizeof b1);
+#if defined(__clang__)     /* the same lanes: evens 0,2,4,6 and odds 1,3,5,7 */
+			const f4 tl = __builtin_shufflevector(t0, t1, 0, 2, 4, 6),
+				 tr = __builtin_shufflevector(t0, t1, 1, 3, 5, 7);
+			const f4 bl = __builtin_shufflevector(b0, b1, 0, 2, 4, 6),
+				 br = __builtin_shufflevector(b0, b1, 1, 3, 5, 7);
+			(void)odds;
+#else
 			const f4 tl = __builtin_shuffle(t0, t1, evens), tr = __builtin_shuffle(t0, t1, odds);
 			const f4 bl = __builtin_shuffle(b0, b1, evens), br = __builtin_shuffle(b0, b1, odds);
+#endif
 			const i4 col = evens + (int32_t)(2 * ow);
 			const i4 top_right = tr > tl, bottom_right = br > bl;   /* -1 or 0 */
 			const f4 top = (f4)(((i4)tr & top_right) | ((i4)tl & ~top_right));

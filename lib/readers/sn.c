@@ -14,7 +14,7 @@ static int data_open(sn_source *s)
 		while (!(rc = sn_in_fill(&s->in, s->in.len - s->in.pos + SN_IN_CHUNK)) && !s->in.eof)
 			;
 		if (!rc)
-			rc = sn_data_open_buffer(s->in.buf + s->in.pos, s->in.len - s->in.pos, &s->d);
+			rc = sn_data_open_buffer(s->in.buf + s->in.pos, s->in.len - s->in.pos, 0, &s->d);
 		sn_in_close(&s->in);    /* the data file holds its own copy */
 	}
 	if (rc)
