@@ -25,6 +25,9 @@ static const char *const scheme_names[SN_DELTA_SCHEMES] = {"none", "bf16", "int8
  * never written, so a file holding them is corrupt. */
 static const int scheme_qmax[SN_DELTA_SCHEMES] = {0, 0, 127, 7};
 
+/* The dtype of a weight's entry (its codes) in each scheme. */
+static const sn_dtype code_dtype[SN_DELTA_SCHEMES] = {SN_U32, SN_BF16, SN_I8, SN_U8};
+
 const char *sn_delta_scheme_name(sn_delta_scheme s)
 {
 	return (unsigned)s < SN_DELTA_SCHEMES ? scheme_names[s] : "?";
@@ -266,7 +269,6 @@ static int check_codes(sn_delta_scheme s, const entry *e)
 
 static int check_entry(sn_delta_scheme s, int block, const sn_st *delta, entry *e)
 {
-	static const sn_dtype dtype_of[SN_DELTA_SCHEMES] = {SN_U32, SN_BF16, SN_I8, SN_U8};
 	char want[160], got[160];
 	const sn_tensor *c = e->codes;
 	int64_t packed = div_up(e->n, 2);
@@ -274,12 +276,12 @@ static int check_entry(sn_delta_scheme s, int block, const sn_st *delta, entry *
 	const int64_t *shape = s == SN_DELTA_INT4 ? &packed : e->base->shape;
 	if (!c)
 		return sn_fail(SN_EFORMAT, "no entry for tensor \"%s\"", e->base->name);
-	if (c->dtype != dtype_of[s] || c->ndim != ndim ||
+	if (c->dtype != code_dtype[s] || c->ndim != ndim ||
 	    memcmp(c->shape, shape, sizeof(int64_t) * (size_t)ndim) != 0)
 		return sn_fail(SN_EFORMAT, "entry \"%s\" is %s %s, expected %s %s for %s",
 			       e->base->name, sn_dtype_name(c->dtype),
 			       sn_shape_format(c->ndim, c->shape, got, sizeof got),
-			       sn_dtype_name(dtype_of[s]), sn_shape_format(ndim, shape, want, sizeof want),
+			       sn_dtype_name(code_dtype[s]), sn_shape_format(ndim, shape, want, sizeof want),
 			       scheme_names[s]);
 	if (!is_blocked(s))
 		return 0;
@@ -494,9 +496,7 @@ static int encode_tensor(const sn_tensor *b, const sn_tensor *nw, const float *r
 	if (!err)
 		err = o->scheme == SN_DELTA_INT4
 			      ? add_owned(delta, b->name, SN_U8, 1, &packed, codes)
-			      : add_owned(delta, b->name,
-					  (sn_dtype[]){SN_U32, SN_BF16, SN_I8}[o->scheme],
-					  b->ndim, b->shape, codes);
+			      : add_owned(delta, b->name, code_dtype[o->scheme], b->ndim, b->shape, codes);
 	else
 		free(codes);
 	codes = NULL;
@@ -763,13 +763,12 @@ static int64_t int4_values(int64_t bytes, const sn_tensor *scale, int block)
 static int inspect_entry(sn_delta_scheme s, int block, const sn_st *delta, const sn_tensor *c,
 			 sn_delta_entry *out)
 {
-	static const sn_dtype dtype_of[SN_DELTA_SCHEMES] = {SN_U32, SN_BF16, SN_I8, SN_U8};
 	sn_tensor fake = {.name = c->name, .dtype = SN_F32, .ndim = c->ndim};
 	entry e = {.base = &fake, .codes = c};
 	int err = 0;
-	if (c->dtype != dtype_of[s] || (s == SN_DELTA_INT4 && c->ndim != 1))
+	if (c->dtype != code_dtype[s] || (s == SN_DELTA_INT4 && c->ndim != 1))
 		return sn_fail(SN_EFORMAT, "entry \"%s\" is %s with %d dimensions, not %s%s", c->name,
-			       sn_dtype_name(c->dtype), c->ndim, sn_dtype_name(dtype_of[s]),
+			       sn_dtype_name(c->dtype), c->ndim, sn_dtype_name(code_dtype[s]),
 			       s == SN_DELTA_INT4 ? " with 1" : "");
 	memcpy(fake.shape, c->shape, sizeof fake.shape);
 	e.n = sn_tensor_numel(c);
