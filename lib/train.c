@@ -319,7 +319,7 @@ int sn_train_check_data(const sn_net *net, const sn_data *d)
 static void epoch_permutation(uint64_t seed, int64_t epoch, int64_t *perm, int64_t n)
 {
 	sn_rng r;
-	sn_rng_seed(&r, seed ^ (EPOCH_MIX * (uint64_t)(epoch + 1)));
+	sn_rng_seed(&r, seed ^ (EPOCH_MIX * ((uint64_t)epoch + 1)));   /* no overflow at INT64_MAX */
 	for (int64_t i = 0; i < n; i++)
 		perm[i] = i;
 	sn_rng_shuffle(&r, perm, n);
