@@ -120,6 +120,10 @@ static int same_file(const file_id *a, const file_id *b)
 void sn_cli_check_outputs(const sn_cli_file *out, int nout, const sn_cli_file *in, int nin)
 {
 	for (int i = 0; i < nout; i++) {
+		for (int j = i + 1; out[i].path && !strcmp(out[i].path, "-") && j < nout; j++)
+			if (out[j].path && !strcmp(out[j].path, "-"))
+				sn_cli_usage_error("%s - and %s - both want standard output",
+						   out[i].opt, out[j].opt);
 		if (!out[i].path || !strcmp(out[i].path, "-"))
 			continue;
 		file_id a, b;

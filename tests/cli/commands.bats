@@ -51,3 +51,13 @@ COMMANDS=(sn-shard sn-init sn-sgd sn-average sn-delta sn-eval sn-info sn-train)
 	make -s -C "$SN_ROOT" uninstall DESTDIR="$TMP/root" PREFIX=/opt/sn >/dev/null
 	[ -z "$(find "$TMP/root" -type f)" ]
 }
+
+@test "every C command fails with exit 1 when its standard output is full, even for --help" {
+	for c in sn-shard sn-init sn-sgd sn-average sn-eval sn-info; do
+		run bash -c "$c --help >/dev/full"
+		[ "$status" -eq 1 ] || { echo "$c: status $status: $output"; return 1; }
+		[ "$output" = "$c: standard output: No space left on device" ] || { echo "$c: $output"; return 1; }
+		run bash -c "$c --version >/dev/full"
+		[ "$status" -eq 1 ] || { echo "$c --version: status $status"; return 1; }
+	done
+}

@@ -472,10 +472,11 @@ unchanged() {
 		"-w out.safetensors -d data.safetensors -o new.safetensors --state ./new.safetensors" \
 		"-w out.safetensors -d data.safetensors -o link.safetensors" \
 		"-w out.safetensors -d data.safetensors -o hard.safetensors --state s.safetensors" \
-		"-w out.safetensors -d data.safetensors -o x.safetensors --state out.safetensors"; do
+		"-w out.safetensors -d data.safetensors -o x.safetensors --state out.safetensors" \
+		"-w out.safetensors -d data.safetensors -o - --state -"; do
 		run sn-sgd -q $args --iters 1
 		[ "$status" -eq 2 ] || { echo "$args: status $status: $output"; return 1; }
-		[[ "$output" == "sn-sgd: "*"same file"* ]] || { echo "$args: $output"; return 1; }
+		[[ "$output" == "sn-sgd: "*@(same file|standard output)* ]] || { echo "$args: $output"; return 1; }
 		unchanged out.safetensors s.safetensors data.safetensors
 		[ ! -e new.safetensors ] && [ ! -e x.safetensors ]
 	done

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -319,6 +320,66 @@ static void failed_write_keeps_the_old_file(void **state)
 	assert_int_equal(files_in_dir(), 1);
 	sn_st_free(&st);
 	unlink(path);
+}
+
+/* A set whose last output cannot be created changes none of its files. */
+static void a_set_is_written_whole_or_not_at_all(void **state)
+{
+	(void)state;
+	char a[256], b[256];
+	sn_st one, two;
+	sn_st_init(&one);
+	sn_st_init(&two);
+	assert_int_equal(sn_st_set_meta(&one, "which", "one"), 0);
+	assert_int_equal(sn_st_set_meta(&two, "which", "two"), 0);
+	const sn_st *files[] = {&one, &two};
+	const char *paths[] = {in_dir("state.safetensors", a), in_dir("w.safetensors", b)};
+	int failed = -1;
+	assert_int_equal(sn_st_write_all(files, paths, 2, &failed), 0);
+	assert_int_equal(files_in_dir(), 2);
+	size_t len0, len1;
+	free(slurp(a, &len0));
+
+	/* the second output in a missing directory: the first keeps its bytes */
+	assert_int_equal(sn_st_set_meta(&one, "which", "one, longer now"), 0);
+	char nodir[256];
+	const char *bad[] = {a, in_dir("nodir/w.safetensors", nodir)};
+	assert_int_equal(sn_st_write_all(files, bad, 2, &failed), SN_EIO);
+	assert_int_equal(failed, 1);
+	free(slurp(a, &len1));
+	assert_int_equal(len0, len1);
+	assert_int_equal(files_in_dir(), 2);
+
+	/* both replaced together */
+	assert_int_equal(sn_st_write_all(files, paths, 2, &failed), 0);
+	free(slurp(a, &len1));
+	assert_int_not_equal(len0, len1);
+	assert_int_equal(files_in_dir(), 2);
+	sn_st_free(&one);
+	sn_st_free(&two);
+	unlink(a);
+	unlink(b);
+}
+
+/* What a SIGTERM handler calls: every temporary in flight is removed. */
+static void the_signal_hook_removes_temporaries_in_flight(void **state)
+{
+	(void)state;
+	char p1[256], p2[256];
+	sn_atomic a, b;
+	assert_int_equal(sn_atomic_open(&a, in_dir("x.tsv", p1)), 0);
+	assert_int_equal(sn_atomic_open(&b, in_dir("y.tsv", p2)), 0);
+	assert_int_equal(files_in_dir(), 2);
+	assert_int_equal(sn_atomic_on_signal(SIGTERM), 0);
+	assert_int_equal(files_in_dir(), 0);
+	sn_atomic_abort(&a);
+	sn_atomic_abort(&b);
+	/* released slots hold no names: nothing later is removed by mistake */
+	assert_int_equal(sn_atomic_open(&a, p1), 0);
+	assert_int_equal(sn_atomic_commit(&a), 0);
+	assert_int_equal(sn_atomic_on_signal(SIGTERM), 0);
+	assert_int_equal(files_in_dir(), 1);
+	unlink(p1);
 }
 
 /* ---------------------------------------------------------------- corrupt input */
@@ -660,6 +721,8 @@ int main(void)
 		cmocka_unit_test(atomic_abort_leaves_nothing),
 		cmocka_unit_test(write_into_a_missing_directory_fails_cleanly),
 		cmocka_unit_test(failed_write_keeps_the_old_file),
+		cmocka_unit_test(a_set_is_written_whole_or_not_at_all),
+		cmocka_unit_test(the_signal_hook_removes_temporaries_in_flight),
 		cmocka_unit_test(a_foreign_file_without_crc_is_read),
 		cmocka_unit_test(a_truncation_anywhere_is_reported_as_truncated),
 		cmocka_unit_test(header_lengths_past_the_end_or_absurd_are_refused),
