@@ -23,18 +23,15 @@ static int slot_state[SLOTS];
 static int publishing;          /* renames in progress (any thread) */
 static int held_signal;         /* a signal that came during them */
 
-static int claim_slot(const char *tmp)
+static int claim_slot(size_t name_len)
 {
-	if (strlen(tmp) >= PATH_MAX)
+	if (name_len >= PATH_MAX)
 		return -1;
 	for (int i = 0; i < SLOTS; i++) {
 		int expected = FREE;
 		if (__atomic_compare_exchange_n(&slot_state[i], &expected, CLAIMED, 0,
-						__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-			strcpy(slot_name[i], tmp);
-			__atomic_store_n(&slot_state[i], LIVE, __ATOMIC_SEQ_CST);
+						__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 			return i;
-		}
 	}
 	return -1;
 }
@@ -77,8 +74,11 @@ int sn_write_all(int fd, const void *buf, size_t len)
 }
 
 /* open(O_EXCL) with mode 0666 rather than mkstemp: the umask then gives the
- * file the permissions any new file would get, not mkstemp's 0600. */
-static int open_temp(char *tmp, size_t suffix_at)
+ * file the permissions any new file would get, not mkstemp's 0600.  The
+ * slot holds each name tried, LIVE from just before the open (a signal then
+ * removes the file, or finds nothing) to a failure (another's file must
+ * never be removed). */
+static int open_temp(char *tmp, size_t suffix_at, int slot)
 {
 	static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 	for (int attempt = 0; attempt < 100; attempt++) {
@@ -91,9 +91,14 @@ static int open_temp(char *tmp, size_t suffix_at)
 		}
 		for (int i = 0; i < 6; i++)
 			tmp[suffix_at + i] = chars[r[i] % (sizeof chars - 1)];
+		strcpy(slot_name[slot], tmp);
+		__atomic_store_n(&slot_state[slot], LIVE, __ATOMIC_SEQ_CST);
 		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-		if (fd >= 0 || errno != EEXIST)
+		if (fd >= 0)
 			return fd;
+		__atomic_store_n(&slot_state[slot], CLAIMED, __ATOMIC_SEQ_CST);
+		if (errno != EEXIST)
+			return -1;
 	}
 	errno = EEXIST;
 	return -1;
@@ -118,18 +123,19 @@ int sn_atomic_open(sn_atomic *a, const char *path)
 	memcpy(a->tmp, path, n);
 	memcpy(a->tmp + n, ".tmpXXXXXX", sizeof ".tmpXXXXXX");
 	/* the slot first: a signal between open and claim would leave the file */
-	if ((a->slot = claim_slot(a->tmp)) < 0) {
+	if ((a->slot = claim_slot(strlen(a->tmp))) < 0) {
 		free(a->tmp);
 		a->tmp = NULL;
 		sn_atomic_abort(a);
 		return sn_fail(SN_EIO, "cannot create: too many temporary files at once");
 	}
-	if ((a->fd = open_temp(a->tmp, n + 4)) < 0) {
+	if ((a->fd = open_temp(a->tmp, n + 4, a->slot)) < 0) {
 		int e = errno;
+		free(a->tmp);	/* not ours to remove: the name may be another's */
+		a->tmp = NULL;
 		sn_atomic_abort(a);
 		return sn_fail(SN_EIO, "cannot create: %s", strerror(e));
 	}
-	strcpy(slot_name[a->slot], a->tmp);   /* the random suffix is in now */
 	return 0;
 }
 

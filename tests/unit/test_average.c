@@ -57,7 +57,8 @@ static void read_a(const char *name, float *out, int n)
 static int run_average(const char **names, int n, const char *out, const sn_average_opts *o,
 		       sn_average_summary *s)
 {
-	char paths[8][256], outp[256];
+	/* static: s->bad_path points into them after the return */
+	static char paths[8][256], outp[256];
 	const char *p[8];
 	for (int i = 0; i < n; i++) {
 		path_of(paths[i], sizeof paths[i], names[i]);
