@@ -7,13 +7,15 @@
 # Everything is named from a random id checked against what exists (links,
 # namespaces, subnets), so parallel runs never collide, and traffic only ever
 # goes to the addresses of the namespaces made here.  netns_hosts_stop tears
-# it all down; outside bats an EXIT trap calls it, inside bats call it from
-# teardown.  Namespaces left by a run that was killed outright (their
+# it all down; outside bats an EXIT trap calls it (unless the caller has its
+# own EXIT trap, which must), inside bats call it from teardown.  Namespaces left by a run that was killed outright (their
 # creator's pid is dead) are swept by the next start.
 #
 #   netns_hosts_start N RATE [DELAY]   hosts h1..hN; RATE as tc says it
 #                                      (10mbit); writes $NETNS_DIR/ssh_config
 #   netns_link_down hI / netns_link_up hI
+#   netns_host_env hI CODE             run CODE first in hI's ssh sessions
+#   netns_host_exec hI CMD...          run CMD in hI's network and mounts
 #   netns_host_bytes hI                "DOWN UP": bytes the link carried to
 #                                      and from the host (both ends' frames)
 #   netns_hosts_stop
@@ -133,7 +135,8 @@ netns_hosts_start() { # N RATE [DELAY]
 	NETNS_PREFIX=sn-$$-$NETNS_ID
 	export NETNS_DIR NETNS_ID NETNS_NET NETNS_BR NETNS_PREFIX
 	echo "$NETNS_BR" >"$NETNS_DIR/bridge"
-	[ -n "${BATS_TEST_NAME:-}" ] || trap netns_hosts_stop EXIT
+	# a caller's own EXIT trap must call netns_hosts_stop itself
+	[ -n "${BATS_TEST_NAME:-}" ] || [ -n "$(trap -p EXIT)" ] || trap netns_hosts_stop EXIT
 	ip link add "$NETNS_BR" type bridge || return 1
 	ip addr add "$NETNS_NET.254/24" dev "$NETNS_BR" || return 1
 	ip link set "$NETNS_BR" up || return 1
@@ -176,7 +179,7 @@ StrictModes no
 LogLevel VERBOSE
 MaxStartups 100
 MaxSessions 100
-ForceCommand cd "$h/work" && eval "\$SSH_ORIGINAL_COMMAND"
+ForceCommand cd "$h/work" && { [ ! -f "$h/env" ] || . "$h/env"; } && eval "\$SSH_ORIGINAL_COMMAND"
 CFG
 		ip netns exec "$ns" "$NETNS_SSHD" -D -e -f "$h/sshd_config" 2>"$h/sshd.log" &
 		echo $! >"$h/pid"
@@ -222,6 +225,18 @@ netns_host_bytes() {
 }
 
 netns_ssh() { ssh -F "$NETNS_DIR/ssh_config" "$@"; }
+
+# netns_host_env hI CODE: shell code every later session on hI runs first
+# (a fault to inject: a function that shadows a tool, an exported variable).
+netns_host_env() { printf '%s\n' "$2" >"$NETNS_DIR/$1/env"; }
+
+# netns_host_exec hI CMD...: run CMD in hI's namespaces (network and mounts),
+# e.g. to mount a small tmpfs that only that host's sessions see.
+netns_host_exec() {
+	local h=$1
+	shift
+	nsenter -t "$(cat "$NETNS_DIR/$h/pid")" -m -n -- "$@"
+}
 
 # Tear down whatever this run made; safe to call twice or after a failed start.
 netns_hosts_stop() {

@@ -243,13 +243,25 @@ x" ]
 
 @test "sn-train goes on with the survivors when a worker dies" {
 	fake_failing_worker
+	# --min-workers 1 accepts a shard left out of every round; without it the
+	# run ends with exit 4
 	SN_EXEC_PATH=$PWD/fake:$SN_BIN run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run \
-		--rounds 2 --iters 5 --quiet
+		--rounds 2 --iters 5 --min-workers 1 --quiet
 	[ "$status" -eq 0 ]
 	awk -F '\t' 'NR > 1 && $6 != 1 { exit 1 }' run/log.tsv
 	grep -q 'worker 1 failed twice, left out' run/events.log
 	[ -f run/w-0002.safetensors ]
 	[ "$(wc -l <fake/tries)" -eq 4 ]   # two tries in each of the two rounds
+}
+
+@test "sn-train warns while a shard is left out and exits 4 when it missed more than half the rounds" {
+	fake_failing_worker
+	SN_EXEC_PATH=$PWD/fake:$SN_BIN run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run \
+		--rounds 2 --iters 5
+	[ "$status" -eq 4 ]
+	[ "$(grep -c '^round [12]/2 .*WARNING: left out: shard 1 ([12] of [12] rounds)' <<<"$output")" -eq 2 ]
+	[[ "$output" == *"shards 1 missed more than half of the 2 rounds"* ]]
+	[ -f run/w-0002.safetensors ]   # the rounds were all run
 }
 
 @test "sn-train exits 4 when fewer than --min-workers workers come back" {
