@@ -47,6 +47,7 @@ typedef struct {
 	char *dir, *parent, *base; /* DIR with symlinks resolved, split */
 	char *stage;             /* the hidden sibling the new set is built in */
 	int exists, staging;     /* DIR existed; stage is ours to remove */
+	int published;           /* the new set is in place: done, whatever comes */
 } run;
 
 #define SPOOL_BUF (1u << 20)
@@ -332,6 +333,7 @@ static int publish(run *R)
 			return rc;
 	}
 	R->staging = 0;
+	R->published = 1;
 	sync_dir(R->parent);
 	if (R->exists)
 		remove_stage(R->stage);    /* now the old set */
@@ -984,7 +986,7 @@ int sn_shard_write(const sn_shard_opts *o, sn_shard_result *r)
 		r->errfile = o->outdir;
 	if (!rc && !cancelled(o))
 		rc = write_all(&R);
-	if (cancelled(o)) {      /* whatever failed on the way was the signal */
+	if (cancelled(o) && !R.published) {  /* whatever failed on the way was the signal */
 		r->errfile = o->outdir;
 		rc = sn_fail(SN_EIO, "interrupted");
 	}

@@ -39,7 +39,8 @@ static int replay_dir(const char *dir)
 		n++;
 	}
 	closedir(d);
-	qsort(names, (size_t)n, sizeof *names, cmp);
+	if (n)
+		qsort(names, (size_t)n, sizeof *names, cmp);
 	for (int i = 0; i < n; i++) {
 		char path[4096];
 		snprintf(path, sizeof path, "%s/%s", dir, names[i]);
