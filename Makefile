@@ -28,7 +28,7 @@ UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS:= $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 SCRIPTS  := $(wildcard bin/sn-train)
 # Fuzz targets: tests/fuzz/TARGET.c (idx_gz is idx.c on a gzip'd corpus).
-FUZZ_TARGETS := st net idx idx_gz cifar csv
+FUZZ_TARGETS := st net idx idx_gz cifar csv delta
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD   := build/fuzz
 FUZZ_REPLAY  := $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
