@@ -54,9 +54,13 @@ EOF2
 	[ "$(wc -l <run/log.tsv)" -eq 5 ]
 	awk -F '\t' 'NR > 1 && (NF != 11 || $6 != 2 || $9 == "") { exit 1 }' run/log.tsv
 	# locally the bytes are the sizes of the files handed over: the weights
-	# to each of the two workers and their weights back
+	# to each of the two workers (the net in the first round: sn-init makes
+	# the same weights from it anywhere) and their weights back
 	w=$(stat -c %s run/w-0001.safetensors)
-	awk -F '\t' -v w="$w" 'NR > 1 && ($10 < 2 * w - 512 || $10 > 2 * w + 512 || $11 < 2 * w - 512 || $11 > 2 * w + 512) { exit 1 }' run/log.tsv
+	n=$(stat -c %s run/net.yaml)
+	awk -F '\t' -v w="$w" -v n="$n" 'NR == 2 && $10 != 2 * n { exit 1 }
+		NR > 2 && ($10 < 2 * w - 512 || $10 > 2 * w + 512) { exit 1 }
+		NR > 1 && ($11 < 2 * w - 512 || $11 > 2 * w + 512) { exit 1 }' run/log.tsv
 	[[ "$output" == *"bytes down"* ]]
 	first=$(awk -F '\t' 'NR == 2 { print $9 }' run/log.tsv)
 	lastacc=$(awk -F '\t' 'NR == 5 { print $9 }' run/log.tsv)
