@@ -1,8 +1,13 @@
 #!/bin/bash
 # SparkNet over ssh: the same run as demo.sh, with the workers on the hosts
 # of an sshloginfile (GNU parallel syntax, one per line: [N/][ssh cmd ]host).
-# Every host needs ssh, tar and the sn tools (installed, or give their
-# directory as SN_REMOTE_PATH); nothing else, not even rsync.
+# Every host needs ssh, tar, flock and the sn tools (installed, or give their
+# directory as SN_REMOTE_PATH); nothing else, not even rsync.  Rounds send
+# int8 deltas with error feedback (about 0.27 of the weights each way, every
+# host holding the master's weights bit for bit); the workers' solver states
+# stay on the hosts and come home every 5 rounds (SN_CLUSTER_COMPRESS and
+# SN_CLUSTER_CHECKPOINT override).  A host that dies hands its workers to the
+# others, which rebuild their states from the last checkpoint, bit for bit.
 #   usage: cluster.sh HOSTSFILE [sn-train options...]
 # e.g.     printf '2/node1\n2/node2\n' >hosts; cluster.sh hosts --min-workers 3
 set -euo pipefail
@@ -28,4 +33,5 @@ resume=()
 exec sn-train --net "$root/examples/nets/lenet.yaml" --shards "$dir/shards" --out "$dir/run" \
 	--sshloginfile "$hosts" ${SN_REMOTE_PATH:+--remote-path "$SN_REMOTE_PATH"} \
 	--rounds 20 --iters 50 --time-limit 120 --eval "$dir/test/shard-000.safetensors" \
-	--outer-lr 0.7 --outer-momentum 0.9 "${resume[@]}" "$@"
+	--outer-lr 0.7 --outer-momentum 0.9 --compress "${SN_CLUSTER_COMPRESS:-int8}" \
+	--checkpoint-every "${SN_CLUSTER_CHECKPOINT:-5}" "${resume[@]}" "$@"

@@ -125,6 +125,24 @@ teardown() {
 	[ "$(grep -c 'staged 1 shards' run/events.log)" -eq 2 ]   # once per host, not again
 }
 
+@test "sn-train --resume ends the jobs a killed attempt left on a host and removes their directories" {
+	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards" --out run --ssh "$SSH" -S h1,h2 --stage
+	[ "$status" -eq 0 ]
+	wd=$TMP/hosts/h1/work/.sn-train/$(cat run/run-id)
+	mkdir -p "$wd/j-1-0"
+	setsid sleep 300 &
+	orphan=$!
+	echo "$orphan" >"$wd/j-1-0/pid"
+	run sn-train --resume --shards "$FX/shards" --out run --ssh "$SSH" -S h1,h2 \
+		--remote-path "$SN_BIN" --rounds 1 --iters 3 --keep-remote --quiet
+	[ "$status" -eq 0 ]
+	[ ! -e "$wd/j-1-0" ]
+	for _ in $(seq 50); do kill -0 "$orphan" 2>/dev/null || break; sleep 0.1; done
+	run kill -0 "$orphan"
+	[ "$status" -ne 0 ]
+	[ "$(cat run/attempt)" -eq 2 ]
+}
+
 @test "sn-train exits 1 when no host can be reached" {
 	ssh_host_kill h1
 	ssh_host_kill h2

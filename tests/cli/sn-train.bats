@@ -211,7 +211,7 @@ x" ]
 @test "sn-train holds a lock on the run directory: a live run is refused, a killed run's workers are waited for" {
 	sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 1 --iters 2 --quiet
 	# a killed run's orphan worker still holds the lock (inherited fd)
-	flock run/.lock sleep 4 &
+	flock run/.lock sleep 8 &
 	holder=$!
 	for _ in $(seq 100); do flock -n run/.lock true || break; sleep 0.05; done
 	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 2 --iters 2 --quiet
