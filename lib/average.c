@@ -472,6 +472,22 @@ static int write_outputs(const char *out, const sn_average_opts *o, const ref_la
 	return err;
 }
 
+/* Batchnorm's running statistics are estimates, not parameters: an outer
+ * step would extrapolate them (running_var below zero), so they take the
+ * plain mean and keep no momentum, as DiLoCo's outer optimizer sees only
+ * the parameters. */
+static int is_running_statistic(const char *name)
+{
+	static const char *const suffixes[] = {".running_mean", ".running_var"};
+	const size_t len = strlen(name);
+	for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+		const size_t sl = strlen(suffixes[i]);
+		if (len > sl && strcmp(name + len - sl, suffixes[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* The averaged weights into w; with an outer step, the new momentum into m.
  * w = mean + (1 - LR)·Δ - LR·M·m is PREV - LR·(Δ + M·m) rearranged so that
  * LR = 1, M = 0 yields the mean itself, bit for bit. */
@@ -571,7 +587,14 @@ int sn_average_files(const char *const *paths, int n, const char *out,
 	if ((err = summarize(in, nin, o->base ? &base : NULL, o->base, s)) != 0)
 		goto done;
 	s->bad_path = out;
-	combine(acc, total_weight, o->outer ? prev : NULL, m, o, w, ref.total);
+	for (int t = 0; t < ref.nt; t++) {
+		const size_t at = ref.t[t].offset;
+		const int outer = o->outer && !is_running_statistic(ref.t[t].name);
+		if (o->outer && !outer)
+			memset(m + at, 0, 4 * (size_t)ref.t[t].numel);
+		combine(acc + at, total_weight, outer ? prev + at : NULL, outer ? m + at : NULL, o,
+			w + at, (size_t)ref.t[t].numel);
+	}
 	err = write_outputs(out, o, &ref, order, w, m, s);
 done:
 	sn_st_free(&base);

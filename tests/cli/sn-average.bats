@@ -423,3 +423,33 @@ assert j["used"] == 2 and j["excluded"] == 4 and j["examples"] == 400, j'
 	[[ "$output" == *steps* ]]
 	[ ! -e out ]
 }
+
+@test "sn-average's outer step moves only parameters: batchnorm running statistics take the plain mean" {
+	# prev has running_var 1; the workers 0.1 and 0.2: an outer step of 0.7/0.9
+	# on them would extrapolate below zero
+	for f in prev:1.0:0 w1:0.1:1 w2:0.2:2; do
+		"$PY" - "${f%%:*}" "$(echo "$f" | cut -d: -f2)" "${f##*:}" <<'PY'
+import json, struct, sys, zlib
+import numpy as np
+path, var, seed = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+ts = {"conv.weight": np.random.default_rng(seed).standard_normal(6).astype("<f4"),
+      "bn.running_mean": np.full(3, var, "<f4"), "bn.running_var": np.full(3, var, "<f4")}
+hdr, data = {}, b""
+for k, v in ts.items():
+    hdr[k] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [len(data), len(data) + v.nbytes]}
+    data += v.tobytes()
+hdr["__metadata__"] = {"format": "sn.weights.v1", "net": "name: t\n", "examples": "10",
+    "steps": "1", "round": "0", "crc32": "%08x" % zlib.crc32(data)}
+h = json.dumps(hdr).encode(); h += b" " * (-len(h) % 8)
+open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+PY
+	done
+	run sn-average --base prev --outer-lr 0.7 --outer-momentum 0.9 --outer-state st w1 w2 -o next
+	[ "$status" -eq 0 ]
+	py 'o = rd(f[0])[0]; p, a, b = (rd(x)[0] for x in f[1:4]); m = rd(f[4])[0]
+for k in ("bn.running_mean", "bn.running_var"):
+    assert np.array_equal(o[k], ((a[k].astype("f8") + b[k]) / 2).astype("f4")), k
+    assert not m[k].any(), k
+mean = (a["conv.weight"].astype("f8") + b["conv.weight"]) / 2
+assert not np.allclose(o["conv.weight"], mean.astype("f4")), "the parameters took no outer step"' next prev w1 w2 st
+}
