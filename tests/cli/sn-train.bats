@@ -231,6 +231,8 @@ x" ]
 	run sn-train --resume --shards "$FX/shards2" --out run --rounds 40 --iters 20 --quiet
 	kill "$live"
 	wait "$live" || true
+	# its workers finish their jobs and let go of the lock before teardown
+	flock -w 120 run/.lock true
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"in use by sn-train (pid $live)"* ]]
 }
