@@ -28,7 +28,9 @@ typedef struct {
 	size_t total;
 } ref_layout;
 
-/* What pass 1 learns about one usable input. */
+/* What pass 1 learns about one usable input.  Inputs are kept in memory
+ * from pass 1 to pass 2 while they fit in KEEP_BYTES together; the others
+ * are read again, and must not have changed in between. */
 typedef struct {
 	const char *path;
 	uint64_t hash;
@@ -36,7 +38,11 @@ typedef struct {
 	double loss, seconds;
 	int has_loss;
 	int64_t examples, steps, round;
+	int kept;
+	sn_st st;
 } input_info;
+
+#define KEEP_BYTES ((size_t)1 << 30)
 
 void sn_average_opts_default(sn_average_opts *o)
 {
@@ -254,6 +260,7 @@ static int survey(const char *const *paths, int n, const sn_st *base, ref_layout
 		  input_info *usable, int *nusable, sn_average_warn_fn warn, void *ctx,
 		  sn_average_summary *s)
 {
+	size_t kept_bytes = 0;
 	for (int i = 0; i < n; i++) {
 		sn_st st;
 		int err = read_input(paths[i], base, &st);
@@ -281,25 +288,39 @@ static int survey(const char *const *paths, int n, const sn_st *base, ref_layout
 			return err;
 		}
 		usable[*nusable].path = paths[i];
+		size_t bytes = 0;
+		for (int t = 0; t < st.ntensors; t++)
+			bytes += st.tensors[t].nbytes;
+		if (bytes <= KEEP_BYTES - kept_bytes) {
+			kept_bytes += bytes;
+			usable[*nusable].st = st;
+			usable[*nusable].kept = 1;
+		} else {
+			sn_st_free(&st);
+		}
 		(*nusable)++;
-		sn_st_free(&st);
 	}
 	return 0;
 }
 
 /* Pass 2: add the inputs in key order into acc (weighted or not). */
-static int accumulate(const input_info *in, int n, const sn_st *base, const ref_layout *ref,
+static int accumulate(input_info *in, int n, const sn_st *base, const ref_layout *ref,
 		      int weighted, double *acc, int *order, const char **bad_path)
 {
 	for (int i = 0; i < n; i++) {
 		sn_st st;
 		*bad_path = in[i].path;
-		int err = read_input(in[i].path, base, &st);
-		if (err)
-			return err;
-		if (content_hash(&st) != in[i].hash) {
-			sn_st_free(&st);
-			return sn_fail(SN_EIO, "changed while it was being averaged");
+		if (in[i].kept) {
+			st = in[i].st;
+			in[i].kept = 0;
+		} else {
+			int err = read_input(in[i].path, base, &st);
+			if (err)
+				return err;
+			if (content_hash(&st) != in[i].hash) {
+				sn_st_free(&st);
+				return sn_fail(SN_EIO, "changed while it was being averaged");
+			}
 		}
 		double w = weighted ? (double)in[i].examples : 1.0;
 		for (int k = 0; k < ref->nt; k++) {
@@ -599,6 +620,9 @@ int sn_average_files(const char *const *paths, int n, const char *out,
 done:
 	sn_st_free(&base);
 	ref_free(&ref);
+	for (int i = 0; i < nin; i++)
+		if (in[i].kept)
+			sn_st_free(&in[i].st);
 	free(in);
 	free(acc);
 	free(w);

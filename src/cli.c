@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include "atomic.h"
 #include "error.h"
 
@@ -19,6 +21,25 @@ const char *sn_prog = "sn";
 
 /* A report that did not reach its reader is a failed command, whichever
  * exit the main took; an exit handler sees every one of them. */
+/* sn threads itself (lib/parallel.c) and calls BLAS one thread at a time,
+ * so OpenBLAS's own threads are only in the way: the threaded OpenBLAS
+ * starts one per core in its library constructor, and they spin on
+ * sched_yield for about 0.1 s in every process (sn-sgd took 28% more CPU
+ * and 12% more wall time with them, and a core from the worker beside it).
+ * blas_thread_shutdown_ ends them; it is weak because only the pthreads
+ * build of OpenBLAS has it.  (The serial OpenBLAS is no answer: Debian
+ * builds it without the locking that concurrent callers need, and sn-sgd's
+ * results then changed from run to run.)  Nothing may call
+ * openblas_set_num_threads after this: it starts the threads again. */
+extern int blas_thread_shutdown_(void) __attribute__((weak));
+
+static void one_blas_thread(void)
+{
+	openblas_set_num_threads(1);
+	if (blas_thread_shutdown_)
+		blas_thread_shutdown_();
+}
+
 static int stdout_failure_told;
 
 static void check_stdout_at_exit(void)
@@ -67,6 +88,7 @@ static void catch_fatal_signal(int sig)
 void sn_cli_init(const char *prog)
 {
 	sn_prog = prog;
+	one_blas_thread();
 	atexit(check_stdout_at_exit);
 	catch_fatal_signal(SIGINT);
 	catch_fatal_signal(SIGTERM);

@@ -302,8 +302,6 @@ int main(int argc, char **argv)
 	int rc, err;
 	sn_cli_init("sn-eval");
 	parse_options(argc, argv, &o);
-	/* sn splits the work itself, in a way that does not change results */
-	openblas_set_num_threads(1);
 	if ((rc = evaluate(&o, &r)))
 		goto out;
 	if (o.predictions && (err = sn_eval_write_predictions(&r.eval, o.predictions))) {

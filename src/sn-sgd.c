@@ -377,8 +377,6 @@ int main(int argc, char **argv)
 	parse_options(argc, argv, &o);
 	if (o.check_args)
 		return check_args(&o);
-	/* sn splits the work itself, in a way that does not change results */
-	openblas_set_num_threads(1);
 	if ((rc = open_inputs(&o, &r)))
 		goto out;
 	progress_ctx pc = {.last = -1, .iters = o.iters};

@@ -235,6 +235,19 @@ json_field() { "$PY" -c "import json,sys; print(json.load(open('$1'))['$2'])"; }
 	! same lenet-1.safetensors "$D/lenet.safetensors" || false
 }
 
+@test "sn-sgd runs on the threads it is given: OpenBLAS's own are ended at start" {
+	# the threaded OpenBLAS starts a thread per core in its constructor;
+	# left alone they spin for a while in every process
+	sn-sgd -q -w "$D/lenet.safetensors" -d "$D/train.safetensors" -o out.safetensors \
+		--iters 100000 --time-limit 3 --threads 1 &
+	pid=$!
+	sleep 0.5
+	threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")
+	kill "$pid"
+	wait "$pid" || true
+	[ "$threads" -eq 1 ]
+}
+
 @test "sn-sgd --solver adam keeps two moments per weight in its state" {
 	sn-sgd -w "$D/mlp.safetensors" -d "$D/train.safetensors" -o out.safetensors \
 		--iters 2 --solver adam --lr 0.001 --state s.safetensors

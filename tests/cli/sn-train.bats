@@ -83,6 +83,10 @@ EOF2
 	[ -f "run/w-$(printf %04d "$n").safetensors" ] && [ ! -e "run/w-$(printf %04d $((n + 1))).safetensors" ]
 	[[ "$output" == *"target accuracy 0.5 reached at round $n;"* ]]
 	grep -q "target: eval accuracy .* >= 0.5 after round $n, stopping" run/events.log
+	# the next round's workers, started while this one was averaged, were
+	# stopped at its gate: they ran nothing, and none is left running
+	[ ! -e "run/r-$(printf %04d "$n")/0.json" ] && [ ! -e "run/r-$(printf %04d "$n")/1.json" ]
+	for p in /proc/[0-9]*; do [ "$(readlink "$p/cwd" 2>/dev/null)" != "$PWD/run" ]; done
 	# resuming a run that reached its target trains no further
 	run sn-train --resume --shards "$FX/shards2" --out run --rounds 12 --iters 20 \
 		--eval "$TEST_DATA" --target-acc 0.5 --quiet
@@ -235,6 +239,41 @@ x" ]
 	flock -w 120 run/.lock true
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"in use by sn-train (pid $live)"* ]]
+}
+
+@test "sn-train: many short rounds with the next round's workers waiting side by side all complete" {
+	# both workers of a round wait at its gate at once; each takes its own
+	# byte from it (bash reads a pipe a byte at a time)
+	run timeout 120 sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 25 --iters 1 \
+		-j 2 --quiet
+	[ "$status" -eq 0 ]
+	[ -f run/w-0025.safetensors ]
+	[ "$(awk -F '\t' 'NR > 1 && $6 == 2' run/log.tsv | wc -l)" -eq 25 ]
+}
+
+@test "sn-train: when the driver dies while the next round's workers wait at its gate, they end" {
+	# an sn-average that takes its time, so the next round's workers wait
+	mkdir slow
+	for t in sn-sgd sn-init sn-eval sn-delta; do ln -s "$SN_BIN/$t" slow/; done
+	printf '#!/bin/sh
+sleep 4
+exec "%s/sn-average" "$@"
+' "$SN_BIN" >slow/sn-average
+	chmod +x slow/sn-average
+	SN_EXEC_PATH=$PWD/slow sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 3 \
+		--iters 2 -j 2 --quiet &
+	pid=$!
+	for _ in $(seq 200); do [ -p run/r-0001/.gate ] && [ -s run/r-0000/1.json ] && break; sleep 0.05; done
+	sleep 1
+	kill -9 "$pid"
+	wait "$pid" || true
+	# the workers see that the driver is gone within a second or two, and
+	# run nothing; the lock they hold is then free for --resume
+	flock -w 10 run/.lock true
+	[ ! -e run/r-0001/0.json ] && [ ! -e run/r-0001/1.json ]
+	run sn-train --resume --shards "$FX/shards2" --out run --rounds 3 --iters 2 -j 2 --quiet
+	[ "$status" -eq 0 ]
+	[ -f run/w-0003.safetensors ]
 }
 
 @test "sn-train's wall_s covers the whole run, evaluation included" {
