@@ -19,6 +19,15 @@
  * training step's jobs, short enough not to burn a core between steps. */
 #define SPIN_NS 200000
 
+/* A spinning thread tells the core it waits (x86's pause), so that a
+ * hyperthread sibling, often the other vCPU of a small VM, runs at speed. */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
 typedef struct {
 	_Atomic(sn_parallel_fn *) fn;
 	_Atomic(void *) ctx;
@@ -91,6 +100,7 @@ static uint32_t wait_for_job(sn_parallel *p, uint32_t seen)
 			return g;
 		if ((i & 63) == 63 && elapsed_ns(&t0) > SPIN_NS)
 			break;
+		cpu_relax();
 	}
 	pthread_mutex_lock(&p->mutex);
 	atomic_fetch_add(&p->sleepers, 1);
@@ -216,7 +226,7 @@ void sn_parallel_for(sn_parallel *p, int64_t units, sn_parallel_fn *fn, void *ct
 	run_units(p, g, 0);
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (int i = 0; atomic_load(&p->done) < units; i++)
+	for (int i = 0; atomic_load(&p->done) < units; i++) {
 		if ((i & 63) == 63 && elapsed_ns(&t0) > SPIN_NS) {
 			pthread_mutex_lock(&p->mutex);
 			while (atomic_load(&p->done) < units)
@@ -224,4 +234,6 @@ void sn_parallel_for(sn_parallel *p, int64_t units, sn_parallel_fn *fn, void *ct
 			pthread_mutex_unlock(&p->mutex);
 			break;
 		}
+		cpu_relax();
+	}
 }
