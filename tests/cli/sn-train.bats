@@ -249,6 +249,12 @@ x" ]
 	[ "$status" -eq 0 ]
 	[ -f run/w-0025.safetensors ]
 	[ "$(awk -F '\t' 'NR > 1 && $6 == 2' run/log.tsv | wc -l)" -eq 25 ]
+	# waiting workers that look for their driver every millisecond: bash's
+	# read -t then often times out with the byte read, which must not be lost
+	run timeout 120 env SN_WAIT_POLL=0.001 sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" \
+		--out run2 --rounds 25 --iters 3 -j 2 --quiet
+	[ "$status" -eq 0 ]
+	[ -f run2/w-0025.safetensors ]
 }
 
 @test "sn-train: when the driver dies while the next round's workers wait at its gate, they end" {
