@@ -1,5 +1,7 @@
 #include "st.h"
 
+#include "crc32.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -357,14 +359,7 @@ out:
 
 static uint32_t crc_of(const unsigned char *p, size_t len)
 {
-	uLong crc = crc32(0L, Z_NULL, 0);
-	while (len) {
-		uInt n = len > (1u << 30) ? (1u << 30) : (uInt)len;
-		crc = crc32(crc, p, n);
-		p += n;
-		len -= n;
-	}
-	return (uint32_t)crc;
+	return sn_crc32(0, p, len);
 }
 
 static int check_crc(const sn_st *st, unsigned flags)

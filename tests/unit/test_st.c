@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "crc32.h"
 #include "st.h"
 
 static char dir[64];
@@ -708,6 +709,32 @@ static void a_gzip_stream_declaring_more_than_memory_is_refused_early(void **sta
 	unlink(path);
 }
 
+/* The folded CRC-32 against zlib's, byte for byte: every length up to 600
+ * at every alignment (the 64- and 16-byte fold boundaries and the tail),
+ * long buffers, and chained calls. */
+static void sn_crc32_equals_zlib_for_any_length_alignment_and_start(void **state)
+{
+	(void)state;
+	enum { N = 1 << 20 };
+	unsigned char *b = malloc(N + 64);
+	assert_non_null(b);
+	uint32_t x = 12345;
+	for (size_t i = 0; i < N + 64; i++) {
+		x = x * 1103515245u + 12345u;
+		b[i] = (unsigned char)(x >> 16);
+	}
+	for (size_t off = 0; off < 17; off++)
+		for (size_t len = 0; len <= 600; len++)
+			assert_int_equal(sn_crc32(0, b + off, len), (uint32_t)crc32(0, b + off, (uInt)len));
+	for (size_t len = N - 100; len <= N; len += 7)
+		assert_int_equal(sn_crc32(0, b + 3, len), (uint32_t)crc32(0, b + 3, (uInt)len));
+	uint32_t c = sn_crc32(0, b, 1000);
+	c = sn_crc32(c, b + 1000, 333);
+	assert_int_equal(c, (uint32_t)crc32(0, b, 1333));
+	assert_int_equal(sn_crc32(0xdeadbeef, b, 4096), (uint32_t)crc32(0xdeadbeef, b, 4096));
+	free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -736,6 +763,7 @@ int main(void)
 		cmocka_unit_test(a_gzip_stream_with_trailing_data_is_refused),
 		cmocka_unit_test(a_gzip_stream_declaring_more_than_memory_is_refused_early),
 		cmocka_unit_test(random_corruptions_never_crash),
+		cmocka_unit_test(sn_crc32_equals_zlib_for_any_length_alignment_and_start),
 	};
 	return cmocka_run_group_tests(tests, make_dir, remove_dir);
 }
