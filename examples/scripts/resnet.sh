@@ -19,12 +19,11 @@
 # went negative here (sn-eval: non-finite output in layer stem_bn).
 # bench/resnet.sh runs this and then PyTorch on the same net, initial weights
 # and recipe, for comparison.
-# Measured once (seed 1), on this machine's 2 cores shared with other jobs
-# (load average 15 to 28 throughout): test accuracy 77.20% after round 2,
-# 81.84% (4), 83.24% (6), 85.64% (8), 86.44% after round 10 (256,000 images,
-# 4.3 epochs, 2,432 s of rounds), 87.65% (12), 87.86% after round 14 (3,008 s
-# of rounds), when this was written, short of 93%; PyTorch's side of
-# bench/resnet.sh was not run at that load.
+# Measured (seed 1) on this machine's 2 cores, quiet: 89.28% test accuracy
+# after the 24 rounds, in 500 s of rounds (10.2 epochs; 86.44% after round
+# 10 and 87.86% after round 14 in an earlier run, the same bits); short of
+# 93%.  PyTorch in the same bench/resnet.sh run, one process over the same
+# images, net, initial weights and recipe: 92.06% in 406 s.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export PATH="$root/bin:$PATH"
