@@ -7,13 +7,13 @@
 # The two alternate, try by try, since this machine's speed drifts by more
 # than the difference: the figure is the median of the tries' overheads,
 # and the best sn-train against the best direct run is printed beside it.
-#   SN_BENCH_ROUNDS rounds (default 6), SN_BENCH_REPEAT tries (default 5)
+#   SN_BENCH_ROUNDS rounds (default 6), SN_BENCH_REPEAT tries (default 9)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$root/bin:$PATH" SN_EXEC_PATH="$root/bin"
 data=${SN_FMNIST:-/usr/share/datasets/fashion-mnist}
 rounds=${SN_BENCH_ROUNDS:-6}
-repeat=${SN_BENCH_REPEAT:-5}
+repeat=${SN_BENCH_REPEAT:-9}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
