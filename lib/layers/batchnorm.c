@@ -51,6 +51,11 @@ static int batchnorm_setup(sn_layer *l)
  * the slowest layer of the ResNet). */
 #define LANES 8
 
+static double lanes_total(const double s[LANES])
+{
+	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 static double plane_sum(const float *x, int64_t n)
 {
 	double s[LANES] = {0};
@@ -60,7 +65,7 @@ static double plane_sum(const float *x, int64_t n)
 			s[k] += x[i + k];
 	for (; i < n; i++)
 		s[i % LANES] += x[i];
-	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+	return lanes_total(s);
 }
 
 static double plane_sq_dev(const float *x, int64_t n, double mean)
@@ -76,7 +81,7 @@ static double plane_sq_dev(const float *x, int64_t n, double mean)
 		const double d = x[i] - mean;
 		s[i % LANES] += d * d;
 	}
-	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+	return lanes_total(s);
 }
 
 /* sum of dy and of dy * xhat */
@@ -93,8 +98,8 @@ static void plane_dots(const float *dy, const float *xh, int64_t n, double *sdy,
 		a[i % LANES] += dy[i];
 		p[i % LANES] += (double)dy[i] * xh[i];
 	}
-	*sdy += ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-	*sdx += ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+	*sdy += lanes_total(a);
+	*sdx += lanes_total(p);
 }
 
 /* (restrict: the planes do not overlap, so the loops vectorise) */
