@@ -5,7 +5,8 @@
 # solver as one process over the same number of images (bench/resnet_torch.py).
 # Prints the test accuracy and wall time of each and their ratio, with the
 # load average, since the figures mean little on a busy machine.
-#   SN_RESNET_ROUNDS, SN_RESNET_ITERS  as for the recipe (24, 100)
+#   SN_RESNET_ROUNDS, SN_RESNET_ITERS, SN_RESNET_BATCH  as for the recipe
+#                                     (94, 200, 16)
 #   SN_BENCH_TORCH_THREADS            PyTorch threads (default: nproc)
 #   SN_BENCH_RESNET=0                 skip this part (it takes the longest)
 set -uo pipefail
@@ -15,14 +16,15 @@ if [ "${SN_BENCH_RESNET:-1}" = 0 ]; then
 	echo "skipped (SN_BENCH_RESNET=0)"
 	exit 0
 fi
-rounds=${SN_RESNET_ROUNDS:-24}
-iters=${SN_RESNET_ITERS:-100}
+rounds=${SN_RESNET_ROUNDS:-94}
+iters=${SN_RESNET_ITERS:-200}
+batch=${SN_RESNET_BATCH:-16}
 threads=${SN_BENCH_TORCH_THREADS:-$(nproc)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-SN_RESNET_DIR=$work/run SN_RESNET_ROUNDS=$rounds SN_RESNET_ITERS=$iters \
+SN_RESNET_DIR=$work/run SN_RESNET_ROUNDS=$rounds SN_RESNET_ITERS=$iters SN_RESNET_BATCH=$batch \
 	"$root/examples/scripts/resnet.sh" -q >"$work/sn.out" 2>&1
 sn_status=$?
 cat "$work/sn.out"
@@ -37,7 +39,7 @@ python=/usr/bin/python3
 "$python" -c 'import torch, numpy, yaml' 2>/dev/null || { echo "resnet: no python3 with torch, numpy and yaml"; exit 1; }
 "$python" "$root/bench/resnet_torch.py" "$work/run/run/w-0000.safetensors" \
 	"$work/run/test/shard-000.safetensors" "$work"/run/shards/shard-*.safetensors \
-	--examples $((rounds * iters * 4 * 64)) --solver adam --lr 0.002 --weight-decay 0.0005 \
+	--examples $((rounds * iters * 4 * batch)) --batch "$batch" --solver adam --lr 0.002 --weight-decay 0.0005 \
 	--crop-pad 2 --mirror --threads "$threads" >"$work/torch.json" || exit 1
 field() { sed -n "s/.*\"$1\": \([0-9.e+-]*\).*/\1/p" "$work/torch.json"; }
 t_acc=$(field accuracy)

@@ -1,37 +1,40 @@
 #!/bin/bash
 # A deeper recipe: the small ResNet of examples/nets/resnet.yaml (three
-# residual stages, batchnorm, 1x1 stride-2 shortcuts, global average pooling;
-# 78k parameters, 19 MFLOPs forward per image) on Fashion-MNIST with
-# sn-train, four workers averaged every round, with augmentation (random
-# crop after 2-pixel padding, horizontal mirror), to >= 93% test accuracy.
+# residual stages of 24, 48 and 96 channels, batchnorm, 1x1 stride-2
+# shortcuts, global average pooling; 174k parameters, 43 MFLOPs forward per
+# image) on Fashion-MNIST with sn-train, four workers averaged every round,
+# with augmentation (random crop after 2-pixel padding, horizontal mirror),
+# to >= 93% test accuracy.
 # Leaves resnet-run/ (shards, weights, log.tsv, events.log, curve.png).
 #   SN_RESNET_DIR     where to work (default: ./resnet-run)
-#   SN_RESNET_ROUNDS  rounds (default 24), SN_RESNET_ITERS steps per round (100)
+#   SN_RESNET_ROUNDS  rounds (default 94), SN_RESNET_ITERS steps per round
+#                     (200), SN_RESNET_BATCH examples per step (16)
 #   SN_FMNIST         the Fashion-MNIST directory
 # Further arguments go to sn-train (e.g. --seed 2, -q).
 #
 # The recipe: Adam at lr 0.002 with weight decay 5e-4 on a cosine schedule to
-# lr 0 over the 2,400 global steps (the schedule follows the global step count,
+# lr 0 over all the global steps (the schedule follows the global step count,
 # tau per round), plain averaging, crop_pad 2 and mirror in every worker.
-# 24 rounds x 100 steps x 4 workers x 64 images = 614,400 images, 10.2 epochs.
-# No outer Nesterov step (--outer-lr), unlike demo.sh: sn-average applies it
-# to the batchnorm running statistics too, whose extrapolated running_var
-# went negative here (sn-eval: non-finite output in layer stem_bn).
+# 94 rounds x 200 steps x 4 workers x 16 images = 1,203,200 images, 20
+# epochs.  Batches of 16 in each worker make 4 x 16 = 64 images per global
+# step: four times the steps per epoch of batches of 64, at the same cost per
+# image on this net.  What a round of averaging does to accuracy depends on
+# how far each worker moves in it: with batches of 64 (2,400 global steps in
+# 10 epochs) the earlier 16-32-64 net reached 89.28%, and 91.02% in 20.
+# No outer Nesterov step (--outer-lr): with it, that net reached 89.35% in 10
+# epochs, no better than plain averaging, and its evaluation loss jumped
+# between rounds (the outer step moves the weights away from the running
+# statistics the workers measured).
 # bench/resnet.sh runs this and then PyTorch on the same net, initial weights
 # and recipe, for comparison.
-# Measured (seed 1) on this machine's 2 cores, quiet: 89.28% test accuracy
-# after the 24 rounds, in 500 s of rounds (10.2 epochs; 86.44% after round
-# 10 and 87.86% after round 14 in an earlier run, the same bits); short of
-# 93%.  PyTorch in the same bench/resnet.sh run, one process over the same
-# images, net, initial weights and recipe: 92.06% in 406 s.  With
-# SN_RESNET_ROUNDS=48 (20.5 epochs): 91.02% in 1,107 s of rounds.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export PATH="$root/bin:$PATH"
 data=${SN_FMNIST:-/usr/share/datasets/fashion-mnist}
 dir=${SN_RESNET_DIR:-resnet-run}
-rounds=${SN_RESNET_ROUNDS:-24}
-iters=${SN_RESNET_ITERS:-100}
+rounds=${SN_RESNET_ROUNDS:-94}
+iters=${SN_RESNET_ITERS:-200}
+batch=${SN_RESNET_BATCH:-16}
 
 start=$(date +%s.%N)
 rm -rf -- "$dir"
@@ -42,10 +45,10 @@ sn-shard "$data/train-images-idx3-ubyte.gz" --labels "$data/train-labels-idx1-ub
 sn-shard "$data/t10k-images-idx3-ubyte.gz" --labels "$data/t10k-labels-idx1-ubyte.gz" \
 	-k 1 --stats-from "$dir/shards/shard-000.safetensors" -o "$dir/test"
 
-echo "resnet: sn-train, 4 workers, $rounds rounds of $iters steps" >&2
+echo "resnet: sn-train, 4 workers, $rounds rounds of $iters steps of $batch" >&2
 sn-train --net "$root/examples/nets/resnet.yaml" --shards "$dir/shards" --out "$dir/run" \
-	--rounds "$rounds" --iters "$iters" -j 4 --seed 1 \
-	--eval "$dir/test/shard-000.safetensors" --eval-every 2 \
+	--rounds "$rounds" --iters "$iters" --batch "$batch" -j 4 --seed 1 \
+	--eval "$dir/test/shard-000.safetensors" --eval-every 4 \
 	--solver adam --lr 0.002 --weight-decay 0.0005 \
 	--set lr_policy=cosine --set max_steps=$((rounds * iters)) \
 	--set crop_pad=2 --set mirror=1 "$@"
