@@ -149,6 +149,15 @@ void sn_maxpool_forward_naive(const sn_layer *l, const float *in, float *out, in
 			      int B);
 void sn_avgpool_forward_naive(const sn_layer *l, const float *in, float *out, int B);
 
+/* The direct convolution (lib/layers/conv_direct.c): whether it takes a
+ * stride-1 layer of F filters, k x k, OW output columns on this CPU, and
+ * the layer applied to one example whose H x W planes are already padded.
+ * sn_conv_direct_enabled (1) lets tests and benchmarks turn it off. */
+extern int sn_conv_direct_enabled;
+int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW);
+void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, const float *w,
+		    int64_t F, int64_t k, const float *bias, float *out);
+
 /* Helpers for the kinds' setup functions (lib/layers/table.c).
  * sn_layer_opt_int: option o as an integer >= min, or dflt when it was not
  * given; dflt < 0 makes it required.  SN_ENET names the option on failure. */

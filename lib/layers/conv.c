@@ -18,7 +18,11 @@
  * is no smaller than its input, din is itself a convolution (of dout with
  * the flipped filters), which runs as the forward pass does instead of a
  * K = F GEMM and a col2im of adds.  GEMM outputs are zeroed by memset and
- * summed into: OpenBLAS's beta = 0 pass was slower. */
+ * summed into: OpenBLAS's beta = 0 pass was slower.
+ *
+ * Stride-1 3x3 and 5x5 layers with filters in eights and rows that fill
+ * most of a vector skip the lowering where the CPU has AVX-512: the direct
+ * kernel of conv_direct.c reads the (padded) planes as they lie. */
 #include "layers.h"
 
 #include <cblas.h>
@@ -374,6 +378,18 @@ static void apply_chunk(const conv_geom *g, const float *w, const float *bias, c
 {
 	const int64_t S = g->OH * g->OW, ckk = g->C * g->k * g->k, ns = n * S;
 	float *cols = scratch, *y = cols + ckk * S * chunk_of(g), *padded = y + g->F * S * chunk_of(g);
+	if (g->stride == 1 && sn_conv_direct_takes(g->F, g->k, g->OW)) {
+		const int64_t Hp = g->H + 2 * g->pad, Wp = g->W + 2 * g->pad;
+		const float *src = in;
+		if (pads_by_copy(g)) {
+			pad_chunk(g, in, padded, n);
+			src = padded;
+		}
+		for (int64_t b = 0; b < n; b++)
+			sn_conv_direct(src + b * g->C * Hp * Wp, g->C, Hp, Wp, w, g->F, g->k, bias,
+				       out + b * g->F * S);
+		return;
+	}
 	lower(g, in, cols, padded, n);
 	if (n == 1) {
 		/* one example's product is NCHW already: the bias (or 0)

@@ -263,6 +263,17 @@ static void conv_gradients_match_finite_differences(void **state)
 		opt(&l, SN_OPT_PAD, same[i][4]);
 		check_kind(l, 2, inputs_uniform);
 	}
+	/* the direct kernel forward, and for din (8 channels) too */
+	l = layer("conv", chw(8, 12, 12));
+	opt(&l, SN_OPT_FILTERS, 8);
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_PAD, 1);
+	check_kind(l, 2, inputs_uniform);
+	l = layer("conv", chw(2, 14, 13));
+	opt(&l, SN_OPT_FILTERS, 16);
+	opt(&l, SN_OPT_KERNEL, 5);
+	opt(&l, SN_OPT_PAD, 2);
+	check_kind(l, 2, inputs_uniform);
 	l = layer("conv", chw(1, 6, 6));   /* many filters per channel: din by col2im */
 	opt(&l, SN_OPT_FILTERS, 8);
 	opt(&l, SN_OPT_KERNEL, 3);
@@ -482,6 +493,46 @@ static void conv_agrees_with_the_naive_convolution(void **state)
 		opt(&l, SN_OPT_STRIDE, s[5]);
 		opt(&l, SN_OPT_PAD, s[6]);
 		compare_with_naive(l, i % 2 ? 3 : 2, sn_conv_forward_naive);
+	}
+}
+
+/* The direct convolution (AVX-512, stride 1, 3x3 and 5x5, filters in
+ * eights) against the naive one and against the GEMM path: tiles of two
+ * column blocks (rows of 24-32 and of 60), of two rows (rows of 12-16, an
+ * odd row count leaving half a tile), padded or not, with and without a
+ * bias.  Where the CPU has no AVX-512 these run the GEMM path twice. */
+static void conv_direct_agrees_with_the_naive_and_the_gemm_paths(void **state)
+{
+	(void)state;
+	static const int shapes[][8] = {
+		/* C, H, W, F, k, pad, bias, direct on AVX-512 */
+		{3, 28, 28, 8, 3, 1, 0, 1}, {5, 14, 14, 16, 3, 1, 1, 1}, {2, 13, 13, 8, 3, 1, 1, 1},
+		{4, 16, 16, 8, 5, 2, 1, 1}, {3, 32, 32, 8, 5, 2, 0, 1}, {2, 40, 27, 8, 3, 1, 1, 1},
+		{1, 30, 30, 8, 3, 0, 1, 1}, {2, 20, 60, 16, 5, 2, 1, 1}, {8, 12, 12, 24, 3, 1, 0, 1},
+		{4, 8, 8, 8, 3, 1, 1, 0},   /* 8 columns: half the lanes, so the GEMM */
+		{4, 16, 16, 12, 3, 1, 1, 0},   /* 12 filters */
+	};
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const int *s = shapes[i];
+		sn_layer l = layer("conv", chw(s[0], s[1], s[2]));
+		opt(&l, SN_OPT_FILTERS, s[3]);
+		opt(&l, SN_OPT_KERNEL, s[4]);
+		opt(&l, SN_OPT_PAD, s[5]);
+		opt(&l, SN_OPT_BIAS, s[6]);
+		const int64_t OW = s[2] + 2 * s[5] - s[4] + 1;
+		if (__builtin_cpu_supports("avx512f"))
+			assert_int_equal(sn_conv_direct_takes(s[3], s[4], OW), s[7]);
+		compare_with_naive(l, 3, sn_conv_forward_naive);
+		fixture f;
+		prepare(&f, l, 3, 11);
+		float *in = inputs_uniform(&f, 12), *direct = floats(f.nout), *gemm = floats(f.nout);
+		run_forward(&f, in, direct, 1);
+		sn_conv_direct_enabled = 0;
+		run_forward(&f, in, gemm, 1);
+		sn_conv_direct_enabled = 1;
+		expect_close(direct, gemm, f.nout, 1e-5);
+		free(in), free(direct), free(gemm);
+		release(&f);
 	}
 }
 
@@ -939,6 +990,11 @@ static void every_kind_gives_the_same_bits_on_any_thread_count(void **state)
 	opt(&l, SN_OPT_KERNEL, 3);
 	opt(&l, SN_OPT_PAD, 1);
 	expect_thread_independent(l, 37);
+	l = layer("conv", chw(8, 28, 28));             /* the direct kernel both ways */
+	opt(&l, SN_OPT_FILTERS, 8);
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_PAD, 1);
+	expect_thread_independent(l, 21);
 	l = layer("conv", chw(3, 17, 17));             /* strided, padded */
 	opt(&l, SN_OPT_FILTERS, 5);
 	opt(&l, SN_OPT_KERNEL, 5);
@@ -1240,6 +1296,7 @@ int main(void)
 		cmocka_unit_test(batchnorm_gradients_match_finite_differences),
 		cmocka_unit_test(loss_gradient_matches_finite_differences),
 		cmocka_unit_test(conv_agrees_with_the_naive_convolution),
+		cmocka_unit_test(conv_direct_agrees_with_the_naive_and_the_gemm_paths),
 		cmocka_unit_test(dense_agrees_with_the_naive_product),
 		cmocka_unit_test(maxpool_agrees_with_the_naive_pooling),
 		cmocka_unit_test(avgpool_agrees_with_the_naive_pooling),

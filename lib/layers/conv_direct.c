@@ -1,0 +1,131 @@
+/* conv_direct.c: stride-1 k x k convolution (k = 3 or 5) of one example,
+ * straight from its (already padded) planes, with AVX-512.
+ *
+ * conv.c lowers a convolution to a GEMM: im2col copies every input k*k
+ * times, and OpenBLAS copies the columns again into its panels, for a
+ * product with few rows (the filters: 24 to 48 in the small ResNet,
+ * 32 in cifar10_quick), where those copies cost as much as the
+ * multiplies.  Here a tile of 8 filters x 2 vectors of 16 outputs stays in
+ * 16 registers while every channel and tap is added in: one load of 16
+ * inputs feeds 8 fused multiply-adds, and nothing is copied.
+ *
+ * The two vectors of a tile are two 16-column blocks of one output row, or,
+ * where a row fits one block (14x14 planes), the same block of two rows.
+ * Each output is its (bias or 0) plus the products in the order channel,
+ * kernel row, kernel column: fixed, so the bits do not depend on the
+ * thread count.  They do depend on the CPU: where there is no AVX-512,
+ * conv.c takes its GEMM path, whose sums run in OpenBLAS's order (as
+ * OpenBLAS's own kernels already differ from CPU to CPU). */
+#include "layers.h"
+
+int sn_conv_direct_enabled = 1;
+
+#define FB 8   /* filters per tile */
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+static int have_avx512(void)
+{
+	static int known, have;
+	if (!known) {
+		__builtin_cpu_init();
+		have = __builtin_cpu_supports("avx512f");
+		known = 1;
+	}
+	return have;
+}
+
+/* Mask of the n (<= 16) leading lanes; none for n <= 0. */
+static inline __mmask16 lanes(int64_t n)
+{
+	return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+/* The kernel for one constant k, inlined into one function per k so that
+ * the tap loops unroll. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+direct_k(const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64_t F,
+	 const int k, const float *bias, float *out)
+{
+	const int64_t OH = H - k + 1, OW = W - k + 1, blocks = (OW + 15) / 16;
+	const int64_t plane = OH * OW, fstride = C * k * k;
+	const int rowpair = blocks == 1;
+	for (int64_t f0 = 0; f0 < F; f0 += FB)
+		for (int64_t oh = 0; oh < OH; oh += rowpair ? 2 : 1)
+			for (int64_t b = 0; b < blocks; b += rowpair ? 1 : 2) {
+				const int64_t ow0 = b * 16;
+				/* the second vector: 16 columns on, or one row down */
+				const int64_t in1 = rowpair ? W : 16, out1 = rowpair ? OW : 16;
+				const __mmask16 m0 = lanes(OW - ow0);
+				const __mmask16 m1 = rowpair ? (oh + 1 < OH ? m0 : 0) : lanes(OW - ow0 - 16);
+#define INIT(f)                                                                        \
+	__m512 a##f = _mm512_set1_ps(bias ? bias[f0 + f] : 0.0f), b##f = a##f;
+				INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
+				for (int64_t c = 0; c < C; c++)
+					for (int ki = 0; ki < k; ki++) {
+						const float *row = in + (c * H + oh + ki) * W + ow0;
+						const float *wr = w + (f0 * C + c) * k * k + ki * k;
+						for (int kj = 0; kj < k; kj++) {
+							const __m512 x0 = _mm512_maskz_loadu_ps(m0, row + kj);
+							const __m512 x1 = _mm512_maskz_loadu_ps(m1, row + in1 + kj);
+							__m512 v;
+#define TAP(f)                                                                         \
+	v = _mm512_set1_ps(wr[f * fstride + kj]);                                      \
+	a##f = _mm512_fmadd_ps(v, x0, a##f);                                           \
+	b##f = _mm512_fmadd_ps(v, x1, b##f);
+							TAP(0) TAP(1) TAP(2) TAP(3) TAP(4) TAP(5) TAP(6) TAP(7)
+						}
+					}
+				float *o = out + f0 * plane + oh * OW + ow0;
+#define STORE(f)                                                                       \
+	_mm512_mask_storeu_ps(o + f * plane, m0, a##f);                                \
+	_mm512_mask_storeu_ps(o + f * plane + out1, m1, b##f);
+				STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
+			}
+}
+
+__attribute__((target("avx512f"))) static void direct3(const float *in, int64_t C, int64_t H,
+						       int64_t W, const float *w, int64_t F,
+						       const float *bias, float *out)
+{
+	direct_k(in, C, H, W, w, F, 3, bias, out);
+}
+
+__attribute__((target("avx512f"))) static void direct5(const float *in, int64_t C, int64_t H,
+						       int64_t W, const float *w, int64_t F,
+						       const float *bias, float *out)
+{
+	direct_k(in, C, H, W, w, F, 5, bias, out);
+}
+#else
+static int have_avx512(void)
+{
+	return 0;
+}
+#endif
+
+int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW)
+{
+	if (!sn_conv_direct_enabled || !have_avx512() || F % FB != 0 || (k != 3 && k != 5))
+		return 0;
+	/* at least 3/4 of the vector lanes in use: 12-16 columns (a block
+	 * on each of two rows), 24-32, 56-64, ...; 7x7 and 8x8 planes go
+	 * faster as a GEMM */
+	const int64_t per_pair = OW <= 16 ? 16 : 32;
+	const int64_t pairs = (OW + per_pair - 1) / per_pair;
+	return 4 * OW >= 3 * per_pair * pairs;
+}
+
+void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, const float *w,
+		    int64_t F, int64_t k, const float *bias, float *out)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+	if (k == 3)
+		direct3(in, C, H, W, w, F, bias, out);
+	else
+		direct5(in, C, H, W, w, F, bias, out);
+#else
+	(void)in, (void)C, (void)H, (void)W, (void)w, (void)F, (void)k, (void)bias, (void)out;
+#endif
+}
