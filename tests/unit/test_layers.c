@@ -497,7 +497,8 @@ static void conv_agrees_with_the_naive_convolution(void **state)
 }
 
 /* The direct convolution (AVX-512, stride 1, 3x3 and 5x5, filters in
- * eights) against the naive one and against the GEMM path: tiles of two
+ * eights) against the naive one and against the GEMM path, forward and
+ * backward (dW and din, with and without din): tiles of two
  * column blocks (rows of 24-32 and of 60), of two rows (rows of 12-16, an
  * odd row count leaving half a tile), padded or not, with and without a
  * bias.  Where the CPU has no AVX-512 these run the GEMM path twice. */
@@ -531,7 +532,27 @@ static void conv_direct_agrees_with_the_naive_and_the_gemm_paths(void **state)
 		run_forward(&f, in, gemm, 1);
 		sn_conv_direct_enabled = 1;
 		expect_close(direct, gemm, f.nout, 1e-5);
-		free(in), free(direct), free(gemm);
+		/* backward, first layer (no din: dW direct) and inner (din too) */
+		float *dout = inputs_uniform(&(fixture){.nin = f.nout}, 6), *din[2] = {
+			floats(f.nin), floats(f.nin)};
+		const int64_t nw = f.l.params[0].numel;
+		float *dw = floats(nw);
+		sn_pass p = {.training = 1, .scratch = f.scratch};
+		for (int with_din = 0; with_din < 2; with_din++) {
+			for (int way = 0; way < 2; way++) {
+				sn_conv_direct_enabled = way == 0;
+				memset(f.l.dw[0], 0, (size_t)nw * sizeof(float));
+				f.l.kind->backward(&f.l, in, direct, dout, with_din ? din[way] : NULL, f.B,
+						   &p);
+				if (way == 0)
+					memcpy(dw, f.l.dw[0], (size_t)nw * sizeof(float));
+			}
+			sn_conv_direct_enabled = 1;
+			expect_close(dw, f.l.dw[0], nw, 1e-4);
+			if (with_din)
+				expect_close(din[0], din[1], f.nin, 1e-5);
+		}
+		free(in), free(direct), free(gemm), free(dout), free(din[0]), free(din[1]), free(dw);
 		release(&f);
 	}
 }
