@@ -282,6 +282,27 @@ exec "%s/sn-average" "$@"
 	[ -f run/w-0003.safetensors ]
 }
 
+@test "SIGTERM to sn-train ends its running workers too, and frees the run for --resume" {
+	sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 2 --iters 400000 \
+		-j 2 --quiet &
+	pid=$!
+	for _ in $(seq 600); do [ "$(pgrep -fc -- "--iters 400000")" -ge 2 ] && break; sleep 0.05; done
+	[ "$(pgrep -fc -- "--iters 400000")" -ge 2 ]
+	kill -TERM "$pid"
+	st=0
+	wait "$pid" || st=$?
+	[ "$st" -eq 1 ]
+	grep -q 'fatal: interrupted' run/events.log
+	# GNU parallel has sent its jobs TERM (then KILL) before sn-train exits
+	for _ in $(seq 40); do pgrep -f -- "--iters 400000" >/dev/null || break; sleep 0.05; done
+	! pgrep -f -- "--iters 400000"
+	flock -n run/.lock true
+	ls run/r-0000 | { ! grep -q '\.tmp'; }
+	run sn-train --resume --shards "$FX/shards2" --out run --rounds 2 --iters 5 -j 2 --quiet
+	[ "$status" -eq 0 ]
+	[ -f run/w-0002.safetensors ]
+}
+
 @test "sn-train's wall_s covers the whole run, evaluation included" {
 	run sn-train --net "$NETS/mlp.yaml" --shards "$FX/shards2" --out run --rounds 3 --iters 3 \
 		--eval "$TEST_DATA" --json --quiet
