@@ -2,7 +2,9 @@
 # bench/resnet.sh: the deeper recipe (examples/scripts/resnet.sh: the small
 # ResNet on Fashion-MNIST, sn-train with 4 workers, augmentation) and, in the
 # same run, PyTorch on the same net, initial weights, data, augmentation and
-# solver as one process over the same number of images (bench/resnet_torch.py).
+# solver as one process over the same number of images (bench/resnet_torch.py)
+# in the workers' global batch (4 x 16 = 64), so that it takes the same
+# rounds x iters global steps on the same cosine schedule.
 # Prints the test accuracy and wall time of each and their ratio, with the
 # load average, since the figures mean little on a busy machine.
 #   SN_RESNET_ROUNDS, SN_RESNET_ITERS, SN_RESNET_BATCH  as for the recipe
@@ -39,7 +41,7 @@ python=/usr/bin/python3
 "$python" -c 'import torch, numpy, yaml' 2>/dev/null || { echo "resnet: no python3 with torch, numpy and yaml"; exit 1; }
 "$python" "$root/bench/resnet_torch.py" "$work/run/run/w-0000.safetensors" \
 	"$work/run/test/shard-000.safetensors" "$work"/run/shards/shard-*.safetensors \
-	--examples $((rounds * iters * 4 * batch)) --batch "$batch" --solver adam --lr 0.002 --weight-decay 0.0005 \
+	--examples $((rounds * iters * 4 * batch)) --batch $((4 * batch)) --solver adam --lr 0.002 --weight-decay 0.0005 \
 	--crop-pad 2 --mirror --threads "$threads" >"$work/torch.json" || exit 1
 field() { sed -n "s/.*\"$1\": \([0-9.e+-]*\).*/\1/p" "$work/torch.json"; }
 t_acc=$(field accuracy)
