@@ -12,13 +12,15 @@
  *
  * The two vectors of a tile are two 16-column blocks of one output row, or,
  * where a row fits one block (14x14 planes), the same block of two rows.
- * Each output is its (bias or 0) plus the products in the order channel,
- * kernel row, kernel column: fixed, so the bits do not depend on the
- * thread count.  The weight gradient keeps a filter pair's (3x3) or a
- * filter's (5x5) k*k tap sums of one channel in registers over a chunk of
- * examples, 16 outputs wide, and adds each across its lanes at the end.  They do depend on the CPU: where there is no AVX-512,
- * conv.c takes its GEMM path, whose sums run in OpenBLAS's order (as
- * OpenBLAS's own kernels already differ from CPU to CPU). */
+ * The weight gradient keeps a filter pair's (3x3) or a filter's (5x5) k*k
+ * tap sums of one channel in registers over a chunk of examples, 16
+ * outputs wide, and adds each across its lanes at the end.
+ *
+ * Every sum runs in a fixed order (an output: its bias or 0, then channel,
+ * kernel row, kernel column), so the bits do not depend on the thread
+ * count.  They do depend on the CPU: where there is no AVX-512, conv.c
+ * takes its GEMM path, whose sums run in OpenBLAS's order (as OpenBLAS's
+ * own kernels already differ from CPU to CPU). */
 #include "layers.h"
 
 int sn_conv_direct_enabled = 1;
@@ -28,15 +30,10 @@ int sn_conv_direct_enabled = 1;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
+/* (libgcc fills in the CPU model before main) */
 static int have_avx512(void)
 {
-	static int known, have;
-	if (!known) {
-		__builtin_cpu_init();
-		have = __builtin_cpu_supports("avx512f");
-		known = 1;
-	}
-	return have;
+	return __builtin_cpu_supports("avx512f");
 }
 
 /* Mask of the n (<= 16) leading lanes; none for n <= 0. */
