@@ -42,7 +42,7 @@ python=/usr/bin/python3
 "$python" "$root/bench/resnet_torch.py" "$work/run/run/w-0000.safetensors" \
 	"$work/run/test/shard-000.safetensors" "$work"/run/shards/shard-*.safetensors \
 	--examples $((rounds * iters * 4 * batch)) --batch $((4 * batch)) --solver adam --lr 0.002 --weight-decay 0.0005 \
-	--crop-pad 2 --mirror --threads "$threads" >"$work/torch.json" || exit 1
+	--crop-pad 2 --threads "$threads" >"$work/torch.json" || exit 1
 field() { sed -n "s/.*\"$1\": \([0-9.e+-]*\).*/\1/p" "$work/torch.json"; }
 t_acc=$(field accuracy)
 t_s=$(field seconds)

@@ -51,7 +51,7 @@ sn-train --net "$root/examples/nets/resnet.yaml" --shards "$dir/shards" --out "$
 	--eval "$dir/test/shard-000.safetensors" --eval-every 4 \
 	--solver adam --lr 0.002 --weight-decay 0.0005 \
 	--set lr_policy=cosine --set max_steps=$((rounds * iters)) \
-	--set crop_pad=2 --set mirror=1 "$@"
+	--set crop_pad=2 "$@"
 
 acc=$(awk -F '\t' 'NR > 1 && $9 != "" { a = $9 } END { print a }' "$dir/run/log.tsv")
 elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }')
