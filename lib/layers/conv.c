@@ -580,24 +580,9 @@ static void backward_unit(void *ctx, int64_t unit, int thread)
 		/* where only dW needs dY and an example's GEMM is wide enough,
 		 * one GEMM per example reads dout where it lies: faster than a
 		 * gathered copy and one GEMM (LeNet's conv1 9%, cifar10_quick's 5%) */
-		const int direct = g->stride == 1 && sn_conv_direct_takes(g->F, g->k, g->OW) &&
-				   (!j->din || j->by_convolution);
-		const int gather = !direct && ((j->din && !j->by_convolution) || S < 256);
+		const int gather = (j->din && !j->by_convolution) || S < 256;
 		const float *dyc = chunk_dy(g, j->dout + b0 * g->F * S, dy, n, gather,
 					    l->nparams > 1 ? dbias : NULL);
-		if (direct) {
-			if (!l->dw[0])
-				continue;
-			const int64_t Hp = g->H + 2 * g->pad, Wp = g->W + 2 * g->pad;
-			const float *src = j->in + b0 * plane;
-			if (pads_by_copy(g)) {
-				pad_chunk(g, src, padded, n);
-				src = padded;
-			}
-			sn_conv_direct_dw(src, g->C, Hp, Wp, g->C * Hp * Wp, dyc, g->F, g->F * S, n,
-					  g->k, dwt);
-			continue;
-		}
 		/* OpenBLAS runs dW^T = cols dY^T some 20% faster than dW = dY cols^T
 		 * (measured on LeNet's shapes); the transpose back is tiny */
 		if (l->dw[0]) {

@@ -1,6 +1,5 @@
 /* conv_direct.c: stride-1 k x k convolution (k = 3 or 5) of one example,
- * straight from its (already padded) planes, and its weight gradient, with
- * AVX-512.
+ * straight from its (already padded) planes, with AVX-512.
  *
  * conv.c lowers a convolution to a GEMM: im2col copies every input k*k
  * times, and OpenBLAS copies the columns again into its panels, for a
@@ -12,9 +11,10 @@
  *
  * The two vectors of a tile are two 16-column blocks of one output row, or,
  * where a row fits one block (14x14 planes), the same block of two rows.
- * The weight gradient keeps a filter pair's (3x3) or a filter's (5x5) k*k
- * tap sums of one channel in registers over a chunk of examples, 16
- * outputs wide, and adds each across its lanes at the end.
+ * The weight gradient stays a GEMM: a direct one (the k*k tap sums of a
+ * filter and a channel in registers over a chunk, added across lanes at
+ * the end) made cifar10_quick 13% slower.  din of "same" layers is a
+ * forward convolution (conv.c), so it comes here too.
  *
  * Every sum runs in a fixed order (an output: its bias or 0, then channel,
  * kernel row, kernel column), so the bits do not depend on the thread
@@ -85,67 +85,6 @@ direct_k(const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64
 			}
 }
 
-/* dW^T[(c*k + ki)*k + kj][f] += sum over the n examples and the outputs of
- * dy[f][oh][ow] * x[c][oh + ki][ow + kj]: for fb filters and one channel at
- * a time, the k*k taps' sums stay in registers, 16 outputs wide, then each
- * is added across its lanes.  Masked lanes load zeros on both sides. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-dw_k(const float *x, int64_t C, int64_t H, int64_t W, int64_t xstride, const float *dy,
-     int64_t F, int64_t dystride, int64_t n, const int k, const int fb, float *dwt)
-{
-	const int64_t OH = H - k + 1, OW = W - k + 1, plane = OH * OW;
-	for (int64_t f0 = 0; f0 < F; f0 += fb)
-		for (int64_t c = 0; c < C; c++) {
-			__m512 acc[2][25];
-#pragma GCC unroll 2
-			for (int f = 0; f < fb; f++)
-#pragma GCC unroll 25
-				for (int t = 0; t < k * k; t++)
-					acc[f][t] = _mm512_setzero_ps();
-			for (int64_t b = 0; b < n; b++) {
-				const float *xc = x + b * xstride + c * H * W;
-				const float *d = dy + b * dystride + f0 * plane;
-				for (int64_t oh = 0; oh < OH; oh++)
-					for (int64_t ow0 = 0; ow0 < OW; ow0 += 16) {
-						const __mmask16 m = lanes(OW - ow0);
-						__m512 g[2];
-#pragma GCC unroll 2
-						for (int f = 0; f < fb; f++)
-							g[f] = _mm512_maskz_loadu_ps(m, d + f * plane + oh * OW + ow0);
-#pragma GCC unroll 5
-						for (int ki = 0; ki < k; ki++)
-#pragma GCC unroll 5
-							for (int kj = 0; kj < k; kj++) {
-								const __m512 v = _mm512_maskz_loadu_ps(
-									m, xc + (oh + ki) * W + ow0 + kj);
-#pragma GCC unroll 2
-								for (int f = 0; f < fb; f++)
-									acc[f][ki * k + kj] = _mm512_fmadd_ps(
-										g[f], v, acc[f][ki * k + kj]);
-							}
-					}
-			}
-#pragma GCC unroll 2
-			for (int f = 0; f < fb; f++)
-				for (int t = 0; t < k * k; t++)
-					dwt[(c * k * k + t) * F + f0 + f] += _mm512_reduce_add_ps(acc[f][t]);
-		}
-}
-
-__attribute__((target("avx512f"))) static void dw3(const float *x, int64_t C, int64_t H,
-						   int64_t W, int64_t xstride, const float *dy,
-						   int64_t F, int64_t dystride, int64_t n, float *dwt)
-{
-	dw_k(x, C, H, W, xstride, dy, F, dystride, n, 3, 2, dwt);
-}
-
-__attribute__((target("avx512f"))) static void dw5(const float *x, int64_t C, int64_t H,
-						   int64_t W, int64_t xstride, const float *dy,
-						   int64_t F, int64_t dystride, int64_t n, float *dwt)
-{
-	dw_k(x, C, H, W, xstride, dy, F, dystride, n, 5, 1, dwt);
-}
-
 __attribute__((target("avx512f"))) static void direct3(const float *in, int64_t C, int64_t H,
 						       int64_t W, const float *w, int64_t F,
 						       const float *bias, float *out)
@@ -165,21 +104,6 @@ static int have_avx512(void)
 	return 0;
 }
 #endif
-
-void sn_conv_direct_dw(const float *x, int64_t C, int64_t H, int64_t W, int64_t xstride,
-		       const float *dy, int64_t F, int64_t dystride, int64_t n, int64_t k,
-		       float *dwt)
-{
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-	if (k == 3)
-		dw3(x, C, H, W, xstride, dy, F, dystride, n, dwt);
-	else
-		dw5(x, C, H, W, xstride, dy, F, dystride, n, dwt);
-#else
-	(void)x, (void)C, (void)H, (void)W, (void)xstride, (void)dy, (void)F, (void)dystride;
-	(void)n, (void)k, (void)dwt;
-#endif
-}
 
 int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW)
 {
