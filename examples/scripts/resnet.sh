@@ -28,7 +28,11 @@
 #     and mirror: 92.47%, its train loss (0.206) still above its test loss
 #     (0.212): too little capacity for the augmentation.  Fashion-MNIST's
 #     shoes all face one way, so a mirror only adds images no test holds.
-#   - This recipe: 128 channels in the last stage, no mirror: RESULT.
+#   - This recipe: 128 channels in the last stage, no mirror: 92.81% in
+#     2,536 s of rounds (about 9 minutes of them shared with other work).
+#     PyTorch, one process in the global batch of 64 over the same images,
+#     initial weights and recipe: 93.47% in 1,859 s.  Averaging 4 workers
+#     every 200 steps costs this net 0.66 points; shorter rounds are next.
 # bench/resnet.sh runs this and then PyTorch on the same net, initial weights
 # and recipe, for comparison.
 set -euo pipefail
