@@ -157,6 +157,7 @@ extern int sn_conv_direct_enabled;
 int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW);
 void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, const float *w,
 		    int64_t F, int64_t k, const float *bias, float *out);
+
 /* Helpers for the kinds' setup functions (lib/layers/table.c).
  * sn_layer_opt_int: option o as an integer >= min, or dflt when it was not
  * given; dflt < 0 makes it required.  SN_ENET names the option on failure. */

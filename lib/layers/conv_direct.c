@@ -83,6 +83,9 @@ direct_k(const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64
 	_mm512_mask_storeu_ps(o + f * plane + out1, m1, b##f);
 				STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
 			}
+#undef INIT
+#undef TAP
+#undef STORE
 }
 
 __attribute__((target("avx512f"))) static void direct3(const float *in, int64_t C, int64_t H,

@@ -498,7 +498,8 @@ static void conv_agrees_with_the_naive_convolution(void **state)
 
 /* The direct convolution (AVX-512, stride 1, 3x3 and 5x5, filters in
  * eights) against the naive one and against the GEMM path, forward and
- * backward (dW and din, with and without din): tiles of two
+ * backward (din of "same" layers is a direct convolution; dW stays a
+ * GEMM whatever the switch): tiles of two
  * column blocks (rows of 24-32 and of 60), of two rows (rows of 12-16, an
  * odd row count leaving half a tile), padded or not, with and without a
  * bias.  Where the CPU has no AVX-512 these run the GEMM path twice. */
@@ -532,7 +533,7 @@ static void conv_direct_agrees_with_the_naive_and_the_gemm_paths(void **state)
 		run_forward(&f, in, gemm, 1);
 		sn_conv_direct_enabled = 1;
 		expect_close(direct, gemm, f.nout, 1e-5);
-		/* backward, first layer (no din: dW direct) and inner (din too) */
+		/* backward, as a first layer (dW only) and an inner one (din too) */
 		float *dout = inputs_uniform(&(fixture){.nin = f.nout}, 6), *din[2] = {
 			floats(f.nin), floats(f.nin)};
 		const int64_t nw = f.l.params[0].numel;
