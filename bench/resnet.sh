@@ -8,7 +8,9 @@
 # Prints the test accuracy and wall time of each and their ratio, with the
 # load average, since the figures mean little on a busy machine.
 #   SN_RESNET_ROUNDS, SN_RESNET_ITERS, SN_RESNET_BATCH  as for the recipe
-#                                     (94, 200, 16)
+#                                     (188, 100, 16)
+#   SN_BENCH_RESNET_KEEP=DIR          keep the run (shards, weights, logs)
+#                                     in DIR
 #   SN_BENCH_TORCH_THREADS            PyTorch threads (default: nproc)
 #   SN_BENCH_RESNET=0                 skip this part (it takes the longest)
 set -uo pipefail
@@ -18,12 +20,13 @@ if [ "${SN_BENCH_RESNET:-1}" = 0 ]; then
 	echo "skipped (SN_BENCH_RESNET=0)"
 	exit 0
 fi
-rounds=${SN_RESNET_ROUNDS:-94}
-iters=${SN_RESNET_ITERS:-200}
+rounds=${SN_RESNET_ROUNDS:-188}
+iters=${SN_RESNET_ITERS:-100}
 batch=${SN_RESNET_BATCH:-16}
 threads=${SN_BENCH_TORCH_THREADS:-$(nproc)}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+keep=${SN_BENCH_RESNET_KEEP:-}
+trap '[ -z "$keep" ] || { rm -rf -- "$keep" && cp -a -- "$work" "$keep"; }; rm -rf -- "$work"' EXIT
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 SN_RESNET_DIR=$work/run SN_RESNET_ROUNDS=$rounds SN_RESNET_ITERS=$iters SN_RESNET_BATCH=$batch \
