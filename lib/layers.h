@@ -16,6 +16,20 @@
 #include "parallel.h"
 #include "rng.h"
 
+/* SN_VECTOR_CLONES: a function compiled once per x86 vector width
+ * (AVX-512, AVX2, SSE2), the widest the CPU has chosen when the program
+ * loads.  For loops that vectorise exactly: elementwise, or sums kept in
+ * fixed lanes.  Every clone does the same IEEE operations in the same
+ * order (C11 mode contracts no multiply-add), so the bits are the same
+ * on any x86 CPU (tests/unit/test_layers.c builds them without clones, and
+ * compares).  -DSN_NO_VECTOR_CLONES turns them off. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+	!defined(SN_NO_VECTOR_CLONES)
+#define SN_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SN_VECTOR_CLONES
+#endif
+
 /* Options a layer may take in YAML.  Each kind says which it accepts. */
 enum sn_opt {
 	SN_OPT_FILTERS,   /* conv: output channels                 */

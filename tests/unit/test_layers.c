@@ -11,6 +11,27 @@
 #include <math.h>
 #include <cmocka.h>
 
+/* The layers whose loops the library clones per vector width, compiled
+ * here once more without clones (SSE2 alone), under other names: the
+ * library's kinds run the widest clone this CPU has, and must give the
+ * same bits as these. */
+#define SN_NO_VECTOR_CLONES
+#define sn_kind_batchnorm sse2_kind_batchnorm
+#define sn_kind_add sse2_kind_add
+#define sn_kind_relu sse2_kind_relu
+#define sn_kind_leaky_relu sse2_kind_leaky_relu
+#define sn_kind_tanh sse2_kind_tanh
+#define sn_kind_sigmoid sse2_kind_sigmoid
+#include "layers/activation.c"
+#include "layers/add.c"
+#include "layers/batchnorm.c"
+#undef sn_kind_batchnorm
+#undef sn_kind_add
+#undef sn_kind_relu
+#undef sn_kind_leaky_relu
+#undef sn_kind_tanh
+#undef sn_kind_sigmoid
+
 #include "layers.h"
 #include "rng.h"
 
@@ -951,11 +972,15 @@ static void free_result(const fixture *f, pass_result *r)
 		free(r->w[i]), free(r->dw[i]);
 }
 
+/* threads 0: b is the SSE2 build's */
 static void expect_same_bits(const char *kind, const char *what, int threads, const float *a,
 			     const float *b, int64_t n)
 {
 	if (memcmp(a, b, (size_t)n * sizeof *a)) {
-		print_error("%s: %s differs between 1 and %d threads\n", kind, what, threads);
+		if (threads)
+			print_error("%s: %s differs between 1 and %d threads\n", kind, what, threads);
+		else
+			print_error("%s: %s differs from the SSE2 build's\n", kind, what);
 		fail();
 	}
 }
@@ -1244,6 +1269,64 @@ static void add_gradients_match_finite_differences(void **state)
 	join_release(&j);
 }
 
+/* A join's forward and backward on a pool of `threads` (1: none). */
+static void join_pass(join_fixture *j, int threads, float *out, float **din)
+{
+	sn_parallel *pool = NULL;
+	if (threads > 1)
+		assert_int_equal(sn_parallel_create(&pool, threads), 0);
+	const float *in[SN_MAX_INPUTS];
+	float *d[SN_MAX_INPUTS];
+	for (int b = 0; b < j->nbuf; b++)
+		memset(din[b], 0, (size_t)j->nbuf_floats[b] * sizeof(float));
+	for (int k = 0; k < j->l.ninputs; k++) {
+		in[k] = j->buf[j->src[k]];
+		d[k] = din[j->src[k]];
+	}
+	sn_pass p = {.training = 1, .pool = pool};
+	j->l.kind->forward_join(&j->l, in, out, j->B, &p);
+	j->l.kind->backward_join(&j->l, in, out, j->R, d, j->B, &p);
+	sn_parallel_free(pool);
+}
+
+/* Inputs of many spans, one buffer listed twice (add's sums checked too). */
+static void joins_give_the_same_bits_on_any_thread_count(void **state)
+{
+	(void)state;
+	const char *kinds[] = {"add", "concat"};
+	for (int i = 0; i < 2; i++) {
+		join_fixture j;
+		const sn_shape shapes[] = {chw(8, 30, 30), chw(8, 30, 30), chw(8, 30, 30)};
+		join_prepare(&j, kinds[i], 3, shapes, (const int[]){0, 1, 0}, 7);
+		float *out1 = floats(j.nout), *outn = floats(j.nout), *din1[2], *dinn[2];
+		for (int b = 0; b < 2; b++) {
+			din1[b] = floats(j.nbuf_floats[b]);
+			dinn[b] = floats(j.nbuf_floats[b]);
+		}
+		join_pass(&j, 1, out1, din1);
+		if (i == 0) {   /* add, every span: (a + b) + a, and a's gradient twice */
+			int bad = 0;
+			for (int64_t e = 0; e < j.nout; e++) {
+				const float a = j.buf[0][e], b = j.buf[1][e];
+				bad += out1[e] != (a + b) + a || din1[0][e] != j.R[e] + j.R[e] ||
+				       din1[1][e] != j.R[e];
+			}
+			assert_int_equal(bad, 0);
+		}
+		for (int t = 2; t <= 4; t++) {
+			join_pass(&j, t, outn, dinn);
+			expect_same_bits(kinds[i], "output", t, out1, outn, j.nout);
+			for (int b = 0; b < 2; b++)
+				expect_same_bits(kinds[i], "input gradient", t, din1[b], dinn[b],
+						 j.nbuf_floats[b]);
+		}
+		free(out1), free(outn);
+		for (int b = 0; b < 2; b++)
+			free(din1[b]), free(dinn[b]);
+		join_release(&j);
+	}
+}
+
 static void concat_gradients_match_finite_differences(void **state)
 {
 	(void)state;
@@ -1305,6 +1388,74 @@ static void joins_refuse_inputs_that_do_not_fit(void **state)
 	expect_setup_error(l, "concat needs one height and width");
 }
 
+/* The library's kinds (the widest clone this CPU has) against the same
+ * sources built for SSE2 alone: the same bits, on planes that end in a
+ * full block and in a partial one. */
+static void expect_same_bits_as_sse2(sn_layer l, const sn_layer_kind *sse2, int B)
+{
+	fixture f;
+	prepare(&f, l, B, 23);
+	float *in = inputs_without_ties(&f, 4), *dout = floats(f.nout), *w0[SN_MAX_LAYER_PARAMS];
+	int32_t *y = calloc((size_t)B, sizeof *y);
+	assert_non_null(y);
+	sn_rng r;
+	sn_rng_seed(&r, 8);
+	fill(dout, f.nout, &r, -1.0f, 1.0f);
+	for (int i = 0; i < f.l.nparams; i++) {
+		w0[i] = floats(f.l.params[i].numel);
+		memcpy(w0[i], f.l.w[i], (size_t)f.l.params[i].numel * sizeof(float));
+	}
+	pass_result wide, narrow;
+	run_pass_on(&f, in, dout, y, (const float *const *)w0, 1, &wide);
+	f.l.kind = sse2;
+	run_pass_on(&f, in, dout, y, (const float *const *)w0, 1, &narrow);
+	expect_same_bits(l.kind->name, "output", 0, wide.out, narrow.out, f.nout);
+	expect_same_bits(l.kind->name, "input gradient", 0, wide.din, narrow.din, f.nin);
+	for (int i = 0; i < f.l.nparams; i++) {
+		const int64_t n = f.l.params[i].numel;
+		expect_same_bits(l.kind->name, f.l.params[i].suffix, 0, wide.w[i], narrow.w[i], n);
+		expect_same_bits(l.kind->name, "weight gradient", 0, wide.dw[i], narrow.dw[i],
+				 n);
+	}
+	free_result(&f, &wide);
+	free_result(&f, &narrow);
+	for (int i = 0; i < f.l.nparams; i++)
+		free(w0[i]);
+	free(in), free(dout), free(y);
+	release(&f);
+}
+
+static void cloned_loops_give_the_bits_of_sse2(void **state)
+{
+	(void)state;
+	const sn_shape planes[] = {chw(6, 9, 9), chw(24, 28, 28), chw(16, 14, 14), chw(9, 7, 7),
+				   chw(4, 4, 4), vec(40)};
+	for (int i = 0; i < 6; i++)
+		expect_same_bits_as_sse2(layer("batchnorm", planes[i]), &sse2_kind_batchnorm, 5);
+	expect_same_bits_as_sse2(layer("relu", chw(4, 30, 30)), &sse2_kind_relu, 3);
+	expect_same_bits_as_sse2(layer("relu", chw(3, 5, 7)), &sse2_kind_relu, 3);
+
+	join_fixture a, b;
+	const sn_shape three[] = {chw(8, 30, 29), chw(8, 30, 29), chw(8, 30, 29)};
+	join_prepare(&a, "add", 3, three, (const int[]){0, 1, 2}, 7);
+	join_prepare(&b, "add", 3, three, (const int[]){0, 1, 2}, 7);
+	b.l.kind = &sse2_kind_add;
+	float *da[3], *db[3];
+	for (int k = 0; k < 3; k++) {
+		da[k] = floats(a.nbuf_floats[k]);
+		db[k] = floats(b.nbuf_floats[k]);
+	}
+	join_pass(&a, 1, a.out, da);
+	join_pass(&b, 1, b.out, db);
+	expect_same_bits("add", "output", 0, a.out, b.out, a.nout);
+	for (int k = 0; k < 3; k++) {
+		expect_same_bits("add", "input gradient", 0, da[k], db[k], a.nbuf_floats[k]);
+		free(da[k]), free(db[k]);
+	}
+	join_release(&a);
+	join_release(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1338,6 +1489,8 @@ int main(void)
 		cmocka_unit_test(concat_joins_channels_per_example),
 		cmocka_unit_test(joins_refuse_inputs_that_do_not_fit),
 		cmocka_unit_test(every_kind_gives_the_same_bits_on_any_thread_count),
+		cmocka_unit_test(joins_give_the_same_bits_on_any_thread_count),
+		cmocka_unit_test(cloned_loops_give_the_bits_of_sse2),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
