@@ -8,7 +8,7 @@
 # Prints the test accuracy and wall time of each and their ratio, with the
 # load average, since the figures mean little on a busy machine.
 #   SN_RESNET_ROUNDS, SN_RESNET_ITERS, SN_RESNET_BATCH  as for the recipe
-#                                     (188, 100, 16)
+#                                     (235, 100, 16)
 #   SN_BENCH_RESNET_KEEP=DIR          keep the run (shards, weights, logs)
 #                                     in DIR
 #   SN_BENCH_TORCH_THREADS            PyTorch threads (default: nproc)
@@ -20,7 +20,7 @@ if [ "${SN_BENCH_RESNET:-1}" = 0 ]; then
 	echo "skipped (SN_BENCH_RESNET=0)"
 	exit 0
 fi
-rounds=${SN_RESNET_ROUNDS:-188}
+rounds=${SN_RESNET_ROUNDS:-235}
 iters=${SN_RESNET_ITERS:-100}
 batch=${SN_RESNET_BATCH:-16}
 threads=${SN_BENCH_TORCH_THREADS:-$(nproc)}
