@@ -985,8 +985,10 @@ static void expect_same_bits(const char *kind, const char *what, int threads, co
 	}
 }
 
-/* Forward and backward on 1, 2, 3 and 4 threads give the same bits. */
-static void expect_thread_independent(sn_layer l, int B)
+/* Forward and backward give the same bits on 1 thread as on 2, 3 and 4;
+ * or, given `sse2`, as that kind (the same source built without vector
+ * clones) on 1 thread. */
+static void expect_same_passes(sn_layer l, int B, const sn_layer_kind *sse2)
 {
 	fixture f;
 	prepare(&f, l, B, 21);
@@ -1002,24 +1004,31 @@ static void expect_thread_independent(sn_layer l, int B)
 		w0[i] = floats(f.l.params[i].numel);
 		memcpy(w0[i], f.l.w[i], (size_t)f.l.params[i].numel * sizeof(float));
 	}
-	pass_result one, many;
+	pass_result one, other;
 	run_pass_on(&f, in, dout, y, (const float *const *)w0, 1, &one);
-	for (int t = 2; t <= 4; t++) {
-		run_pass_on(&f, in, dout, y, (const float *const *)w0, t, &many);
-		expect_same_bits(l.kind->name, "output", t, one.out, many.out, f.nout);
-		expect_same_bits(l.kind->name, "input gradient", t, one.din, many.din, f.nin);
+	for (int t = sse2 ? 0 : 2; t <= (sse2 ? 0 : 4); t++) {
+		if (sse2)
+			f.l.kind = sse2;
+		run_pass_on(&f, in, dout, y, (const float *const *)w0, t ? t : 1, &other);
+		expect_same_bits(l.kind->name, "output", t, one.out, other.out, f.nout);
+		expect_same_bits(l.kind->name, "input gradient", t, one.din, other.din, f.nin);
 		for (int i = 0; i < f.l.nparams; i++) {
 			const int64_t n = f.l.params[i].numel;
-			expect_same_bits(l.kind->name, f.l.params[i].suffix, t, one.w[i], many.w[i], n);
-			expect_same_bits(l.kind->name, "weight gradient", t, one.dw[i], many.dw[i], n);
+			expect_same_bits(l.kind->name, f.l.params[i].suffix, t, one.w[i], other.w[i], n);
+			expect_same_bits(l.kind->name, "weight gradient", t, one.dw[i], other.dw[i], n);
 		}
-		free_result(&f, &many);
+		free_result(&f, &other);
 	}
 	free_result(&f, &one);
 	for (int i = 0; i < f.l.nparams; i++)
 		free(w0[i]);
 	free(in), free(dout), free(y);
 	release(&f);
+}
+
+static void expect_thread_independent(sn_layer l, int B)
+{
+	expect_same_passes(l, B, NULL);
 }
 
 /* Batches of odd sizes, and layers large enough to split into many units
@@ -1389,51 +1398,17 @@ static void joins_refuse_inputs_that_do_not_fit(void **state)
 }
 
 /* The library's kinds (the widest clone this CPU has) against the same
- * sources built for SSE2 alone: the same bits, on planes that end in a
- * full block and in a partial one. */
-static void expect_same_bits_as_sse2(sn_layer l, const sn_layer_kind *sse2, int B)
-{
-	fixture f;
-	prepare(&f, l, B, 23);
-	float *in = inputs_without_ties(&f, 4), *dout = floats(f.nout), *w0[SN_MAX_LAYER_PARAMS];
-	int32_t *y = calloc((size_t)B, sizeof *y);
-	assert_non_null(y);
-	sn_rng r;
-	sn_rng_seed(&r, 8);
-	fill(dout, f.nout, &r, -1.0f, 1.0f);
-	for (int i = 0; i < f.l.nparams; i++) {
-		w0[i] = floats(f.l.params[i].numel);
-		memcpy(w0[i], f.l.w[i], (size_t)f.l.params[i].numel * sizeof(float));
-	}
-	pass_result wide, narrow;
-	run_pass_on(&f, in, dout, y, (const float *const *)w0, 1, &wide);
-	f.l.kind = sse2;
-	run_pass_on(&f, in, dout, y, (const float *const *)w0, 1, &narrow);
-	expect_same_bits(l.kind->name, "output", 0, wide.out, narrow.out, f.nout);
-	expect_same_bits(l.kind->name, "input gradient", 0, wide.din, narrow.din, f.nin);
-	for (int i = 0; i < f.l.nparams; i++) {
-		const int64_t n = f.l.params[i].numel;
-		expect_same_bits(l.kind->name, f.l.params[i].suffix, 0, wide.w[i], narrow.w[i], n);
-		expect_same_bits(l.kind->name, "weight gradient", 0, wide.dw[i], narrow.dw[i],
-				 n);
-	}
-	free_result(&f, &wide);
-	free_result(&f, &narrow);
-	for (int i = 0; i < f.l.nparams; i++)
-		free(w0[i]);
-	free(in), free(dout), free(y);
-	release(&f);
-}
-
+ * sources built for SSE2 alone (the top of this file): the same bits, on
+ * planes that end in a full block and in a partial one. */
 static void cloned_loops_give_the_bits_of_sse2(void **state)
 {
 	(void)state;
 	const sn_shape planes[] = {chw(6, 9, 9), chw(24, 28, 28), chw(16, 14, 14), chw(9, 7, 7),
 				   chw(4, 4, 4), vec(40)};
 	for (int i = 0; i < 6; i++)
-		expect_same_bits_as_sse2(layer("batchnorm", planes[i]), &sse2_kind_batchnorm, 5);
-	expect_same_bits_as_sse2(layer("relu", chw(4, 30, 30)), &sse2_kind_relu, 3);
-	expect_same_bits_as_sse2(layer("relu", chw(3, 5, 7)), &sse2_kind_relu, 3);
+		expect_same_passes(layer("batchnorm", planes[i]), 5, &sse2_kind_batchnorm);
+	expect_same_passes(layer("relu", chw(4, 30, 30)), 3, &sse2_kind_relu);
+	expect_same_passes(layer("relu", chw(3, 5, 7)), 3, &sse2_kind_relu);
 
 	join_fixture a, b;
 	const sn_shape three[] = {chw(8, 30, 29), chw(8, 30, 29), chw(8, 30, 29)};
