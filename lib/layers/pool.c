@@ -85,17 +85,17 @@ static inline void keep_max(float *best, int32_t *at, float v, int32_t i)
 }
 
 /* Whether a plane is free of NaN and Inf: x*0 is 0 for finite x and NaN
- * otherwise, so the sum stays 0 or turns NaN and never overflows.  Eight
- * accumulators, so it vectorises. */
-static int plane_is_finite(const float *restrict x, int64_t n)
+ * otherwise, so the sum stays 0 or turns NaN and never overflows.  Sixteen
+ * accumulators, so it vectorises, cloned per vector width. */
+SN_VECTOR_CLONES static int plane_is_finite(const float *restrict x, int64_t n)
 {
-	float acc[8] = {0};
+	float acc[16] = {0};
 	int64_t i = 0;
-	for (; i + 8 <= n; i += 8)
-		for (int j = 0; j < 8; j++)
+	for (; i + 16 <= n; i += 16)
+		for (int j = 0; j < 16; j++)
 			acc[j] += x[i + j] * 0.0f;
 	float sum = 0;
-	for (int j = 0; j < 8; j++)
+	for (int j = 0; j < 16; j++)
 		sum += acc[j];
 	for (; i < n; i++)
 		sum += x[i] * 0.0f;
