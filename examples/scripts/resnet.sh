@@ -36,7 +36,8 @@
 #   - Rounds of 100 steps (188 rounds, 20 epochs): 92.91% in 1,943 s (best
 #     92.98% at round 176); every evaluation from 70% of the run on was
 #     0.1-0.15 points above the rounds of 200.
-#   - This recipe: 25 epochs (235 rounds of 100).
+#   - This recipe, 25 epochs (235 rounds of 100): 93.10% in 2,271 s,
+#     sharding included (best and last round alike).
 # bench/resnet.sh runs this and then PyTorch on the same net, initial weights
 # and recipe, for comparison.
 set -euo pipefail
