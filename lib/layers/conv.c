@@ -366,9 +366,8 @@ static int64_t apply_scratch(const conv_geom *g)
 }
 
 /* The bias (or 0) into n examples' F planes of S: from y, the GEMM's
- * [F][n*S] result, or alone where y is NULL.  One IEEE addition per
- * output, in blocks of 8, cloned per vector width: the same bits on any
- * CPU. */
+ * [F][n*S] result, or alone where y is NULL.  At most one IEEE addition
+ * per output, cloned per vector width: the same bits on any CPU. */
 SN_VECTOR_CLONES static void add_bias(float *restrict out, const float *restrict y,
 				      const float *bias, int64_t n, int64_t F, int64_t S)
 {
@@ -379,9 +378,8 @@ SN_VECTOR_CLONES static void add_bias(float *restrict out, const float *restrict
 			if (y)
 				copy_plus(o, y + f * n * S + b * S, add, S);
 			else
-				for (int64_t i = 0; i < S; i += 8)   /* blocks: see copy_plus */
-					for (int64_t j = i; j < i + 8 && j < S; j++)
-						o[j] = add;
+				for (int64_t i = 0; i < S; i++)
+					o[i] = add;
 		}
 }
 

@@ -1006,9 +1006,10 @@ static void expect_same_passes(sn_layer l, int B, const sn_layer_kind *sse2)
 	}
 	pass_result one, other;
 	run_pass_on(&f, in, dout, y, (const float *const *)w0, 1, &one);
-	for (int t = sse2 ? 0 : 2; t <= (sse2 ? 0 : 4); t++) {
-		if (sse2)
-			f.l.kind = sse2;
+	const int first = sse2 ? 0 : 2, last = sse2 ? 0 : 4;   /* t = 0: the SSE2 kind */
+	if (sse2)
+		f.l.kind = sse2;
+	for (int t = first; t <= last; t++) {
 		run_pass_on(&f, in, dout, y, (const float *const *)w0, t ? t : 1, &other);
 		expect_same_bits(l.kind->name, "output", t, one.out, other.out, f.nout);
 		expect_same_bits(l.kind->name, "input gradient", t, one.din, other.din, f.nin);
