@@ -171,6 +171,16 @@ extern int sn_conv_direct_enabled;
 int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW);
 void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, const float *w,
 		    int64_t F, int64_t k, const float *bias, float *out);
+/* Where it takes the layer, its weight gradient over n examples: x, the
+ * examples' unpadded C x H x W planes, xstride floats apart; dy, their
+ * NCHW output gradients, dystride apart; dwt[((c*k + ki)*k + kj)*F + f]
+ * += the sums. */
+typedef struct {
+	const float *x, *dy;
+	int64_t xstride, dystride, n, C, H, W, pad, F, k;
+	float *dwt;
+} sn_conv_dw_args;
+void sn_conv_direct_dw(const sn_conv_dw_args *a);
 
 /* Helpers for the kinds' setup functions (lib/layers/table.c).
  * sn_layer_opt_int: option o as an integer >= min, or dflt when it was not

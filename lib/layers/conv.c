@@ -523,6 +523,14 @@ static void flip_filters(const conv_geom *g, const float *w, float *wt)
 				wt[(c * g->F + f) * kk + kk - 1 - i] = w[(f * g->C + c) * kk + i];
 }
 
+/* Whether the weight gradient is the direct kernel's: for the layers the direct forward takes, where din, if wanted, is a convolution
+ * (the other din needs the columns anyway). */
+static int dw_direct(const conv_geom *g, int din)
+{
+	return g->stride == 1 && sn_conv_direct_takes(g->F, g->k, g->OW) &&
+	       (!din || din_by_convolution(g));
+}
+
 /* Scratch floats of backward, per thread: conv_apply's layout for a
  * chunk, or a transposed conv_apply's. */
 static int64_t scratch_floats(const conv_geom *g)
@@ -569,6 +577,25 @@ typedef struct {
 	const sn_pass *p;
 } backward_job;
 
+/* backward_unit's chunks [c0, c1) by the direct kernel, the bias
+ * gradient as the GEMM path sums it. */
+static void backward_direct(const backward_job *j, int64_t c0, int64_t c1, float *dwt,
+			    float *dbias)
+{
+	const conv_geom *g = j->g;
+	const int64_t S = g->OH * g->OW, chunk = chunk_for(g, j->B);
+	const int64_t b0 = c0 * chunk, b1 = c1 * chunk < j->B ? c1 * chunk : j->B;
+	if (j->l->nparams > 1)
+		for (int64_t b = b0; b < b1; b += chunk)
+			chunk_dy(g, j->dout + b * g->F * S, NULL, b1 - b < chunk ? b1 - b : chunk, 0,
+				 dbias);
+	const sn_conv_dw_args a = {
+		.x = j->in + b0 * g->C * g->H * g->W, .dy = j->dout + b0 * g->F * S,
+		.xstride = g->C * g->H * g->W, .dystride = g->F * S, .n = b1 - b0, .C = g->C,
+		.H = g->H, .W = g->W, .pad = g->pad, .F = g->F, .k = g->k, .dwt = dwt};
+	sn_conv_direct_dw(&a);
+}
+
 /* One group's chunks: its dW^T and dbias, and din unless by_convolution. */
 static void backward_unit(void *ctx, int64_t unit, int thread)
 {
@@ -583,6 +610,10 @@ static void backward_unit(void *ctx, int64_t unit, int thread)
 	int64_t c0, c1;
 	sn_parallel_part(chunks_of(g, j->B), j->groups, unit, &c0, &c1);
 	memset(dwt, 0, (size_t)group_floats(g) * sizeof *dwt);
+	if (l->dw[0] && dw_direct(g, j->din != NULL)) {
+		backward_direct(j, c0, c1, dwt, dbias);
+		return;
+	}
 	for (int64_t b0 = c0 * chunk; b0 < j->B && b0 < c1 * chunk; b0 += chunk) {
 		const int64_t n = j->B - b0 < chunk ? j->B - b0 : chunk, ns = n * S;
 		/* where only dW needs dY and an example's GEMM is wide enough,

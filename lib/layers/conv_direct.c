@@ -88,6 +88,80 @@ direct_k(const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64
 #undef STORE
 }
 
+/* The weight gradient over n examples, each x's C x H x W planes unpadded
+ * (the padding is masked off as it is read) and its dy's F planes:
+ * dwt[((c*k + ki)*k + kj)*F + f] += the sum of dy[f][oh][ow] * x[c][oh +
+ * ki - pad][ow + kj - pad].  A tile keeps fb filters x k kernel columns of
+ * one channel and kernel row in registers, 16 outputs wide, over every
+ * plane of the n examples: k loads of inputs and fb of dy feed fb*k fused
+ * multiply-adds; then each sum is added across its lanes.  (A tile per
+ * example, its lanes kept in memory between examples, ran 15% slower on
+ * 14x14 planes.) */
+__attribute__((target("avx512f"), always_inline)) static inline void
+dw_k(const sn_conv_dw_args *a, const int k, const int fb)
+{
+	const int64_t C = a->C, H = a->H, W = a->W, F = a->F, pad = a->pad;
+	const int64_t OH = H + 2 * pad - k + 1, OW = W + 2 * pad - k + 1, plane = OH * OW;
+	for (int64_t f0 = 0; f0 < F; f0 += fb)
+		for (int64_t c = 0; c < C; c++)
+			for (int ki = 0; ki < k; ki++) {
+				__m512 s[8][5];
+#pragma GCC unroll 5
+				for (int kj = 0; kj < k; kj++)
+#pragma GCC unroll 8
+					for (int f = 0; f < fb; f++)
+						s[f][kj] = _mm512_setzero_ps();
+				/* the output rows whose input row is inside */
+				const int64_t oh0 = pad - ki > 0 ? pad - ki : 0;
+				const int64_t oh1 = H + pad - ki < OH ? H + pad - ki : OH;
+				for (int64_t b = 0; b < a->n; b++) {
+					const float *xc = a->x + b * a->xstride + c * H * W + (ki - pad) * W;
+					const float *dyb = a->dy + b * a->dystride + f0 * plane;
+					for (int64_t ow0 = 0; ow0 < OW; ow0 += 16) {
+						const __mmask16 md = lanes(OW - ow0);
+						__mmask16 mx[5];
+#pragma GCC unroll 5
+						for (int kj = 0; kj < k; kj++)
+							mx[kj] = md & lanes(W + pad - kj - ow0) &
+								 (__mmask16)~lanes(pad - kj - ow0);
+						for (int64_t oh = oh0; oh < oh1; oh++) {
+							const float *xr = xc + oh * W + ow0 - pad;
+							const float *d = dyb + oh * OW + ow0;
+							__m512 v[5];
+#pragma GCC unroll 5
+							for (int kj = 0; kj < k; kj++)
+								v[kj] = _mm512_maskz_loadu_ps(mx[kj], xr + kj);
+#pragma GCC unroll 8
+							for (int f = 0; f < fb; f++) {
+								const __m512 g = _mm512_maskz_loadu_ps(
+									md, d + f * plane);
+#pragma GCC unroll 5
+								for (int kj = 0; kj < k; kj++)
+									s[f][kj] = _mm512_fmadd_ps(g, v[kj],
+												   s[f][kj]);
+							}
+						}
+					}
+				}
+				float *dw = a->dwt + (c * k + ki) * k * F + f0;
+#pragma GCC unroll 5
+				for (int kj = 0; kj < k; kj++)
+#pragma GCC unroll 8
+					for (int f = 0; f < fb; f++)
+						dw[kj * F + f] += _mm512_reduce_add_ps(s[f][kj]);
+			}
+}
+
+__attribute__((target("avx512f"))) static void dw3(const sn_conv_dw_args *a)
+{
+	dw_k(a, 3, 8);
+}
+
+__attribute__((target("avx512f"))) static void dw5(const sn_conv_dw_args *a)
+{
+	dw_k(a, 5, 4);
+}
+
 __attribute__((target("avx512f"))) static void direct3(const float *in, int64_t C, int64_t H,
 						       int64_t W, const float *w, int64_t F,
 						       const float *bias, float *out)
@@ -107,6 +181,18 @@ static int have_avx512(void)
 	return 0;
 }
 #endif
+
+void sn_conv_direct_dw(const sn_conv_dw_args *a)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+	if (a->k == 3)
+		dw3(a);
+	else
+		dw5(a);
+#else
+	(void)a;
+#endif
+}
 
 int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW)
 {

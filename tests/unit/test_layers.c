@@ -519,8 +519,8 @@ static void conv_agrees_with_the_naive_convolution(void **state)
 
 /* The direct convolution (AVX-512, stride 1, 3x3 and 5x5, filters in
  * eights) against the naive one and against the GEMM path, forward and
- * backward (din of "same" layers is a direct convolution; dW stays a
- * GEMM whatever the switch): tiles of two
+ * backward (din of "same" layers is a direct convolution, and so is dW
+ * where din is one or not wanted): tiles of two
  * column blocks (rows of 24-32 and of 60), of two rows (rows of 12-16, an
  * odd row count leaving half a tile), padded or not, with and without a
  * bias.  Where the CPU has no AVX-512 these run the GEMM path twice. */
@@ -1051,6 +1051,11 @@ static void every_kind_gives_the_same_bits_on_any_thread_count(void **state)
 	opt(&l, SN_OPT_FILTERS, 8);
 	opt(&l, SN_OPT_KERNEL, 3);
 	opt(&l, SN_OPT_PAD, 1);
+	expect_thread_independent(l, 21);
+	l = layer("conv", chw(8, 28, 28));             /* the direct 5x5: 21 chunks, 8 groups */
+	opt(&l, SN_OPT_FILTERS, 16);
+	opt(&l, SN_OPT_KERNEL, 5);
+	opt(&l, SN_OPT_PAD, 2);
 	expect_thread_independent(l, 21);
 	l = layer("conv", chw(3, 17, 17));             /* strided, padded */
 	opt(&l, SN_OPT_FILTERS, 5);
