@@ -17,6 +17,19 @@ static int64_t act_size(const sn_net *net, int i)
 	return i == 0 ? sn_shape_size(&net->input) : sn_shape_size(&net->layers[i - 1].out);
 }
 
+int sn_model_cache_batch(const sn_net *net, int batch)
+{
+	const int64_t cache_floats = (INT64_C(4) << 20) / (int64_t)sizeof(float), least = 16;
+	int64_t widest = 1;
+	for (int i = 0; i <= net->nlayers; i++)
+		if (act_size(net, i) > widest)
+			widest = act_size(net, i);
+	int64_t fit = cache_floats / widest;
+	if (fit < least)
+		fit = least;
+	return fit < batch ? (int)fit : batch;
+}
+
 /* n * B floats, or -1 when that is not a sane allocation size. */
 static int64_t batch_floats(int64_t n, int64_t fixed, int B)
 {

@@ -21,7 +21,7 @@ static const char usage_text[] =
 	"\n"
 	"  -w, --weights FILE      weights to evaluate (sn.weights.v1)\n"
 	"  -d, --data FILE         data file (sn.data.v1); repeat for several\n"
-	"  -b, --batch B           examples per forward pass (default 256)\n"
+	"  -b, --batch B           at most B examples per forward pass (default 256)\n"
 	"  -k, --top-k K           also report top-K accuracy (default 5)\n"
 	"      --per-class         per-class accuracy (with class names if known)\n"
 	"      --confusion         confusion matrix (rows: label, columns: predicted)\n"
@@ -152,7 +152,7 @@ static int evaluate(const options *o, run *r)
 	if ((err = sn_eval_init(&r->eval, r->net.classes, o->k, o->predictions != NULL)))
 		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	r->have_eval = 1;
-	if ((err = sn_model_init(&r->model, &r->net, o->batch)))
+	if ((err = sn_model_init(&r->model, &r->net, sn_model_cache_batch(&r->net, o->batch))))
 		return sn_cli_error(o->weights, err), SN_EXIT_RUNTIME;
 	r->have_model = 1;
 	if ((err = sn_parallel_create(&r->pool, o->threads ? o->threads : sn_parallel_cores())) ||

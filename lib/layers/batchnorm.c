@@ -101,6 +101,8 @@ SN_VECTOR_CLONES static void channel_stats(const float *x, int B, int64_t stride
 	*var = sq / count;
 }
 
+/* y = gamma * xhat + beta, xhat = (x - m) * is, kept for backward where
+ * xhat is not NULL (training). */
 SN_VECTOR_CLONES static void channel_normalize(const float *restrict x, float *restrict xhat,
 					       float *restrict y, int B, int64_t stride,
 					       int64_t n, float m, float is, float gamma,
@@ -108,19 +110,28 @@ SN_VECTOR_CLONES static void channel_normalize(const float *restrict x, float *r
 {
 	for (int b = 0; b < B; b++) {
 		const float *xb = x + b * stride;
-		float *hb = xhat + b * stride, *yb = y + b * stride;
+		float *yb = y + b * stride;
 		int64_t i = 0;
-		for (; i + 16 <= n; i += 16)    /* blocks: the form -O2 vectorises */
-			for (int k = 0; k < 16; k++) {
-				const float h = (xb[i + k] - m) * is;
-				hb[i + k] = h;
-				yb[i + k] = gamma * h + beta;
+		if (xhat) {
+			float *hb = xhat + b * stride;
+			for (; i + 16 <= n; i += 16)    /* blocks: the form -O2 vectorises */
+				for (int k = 0; k < 16; k++) {
+					const float h = (xb[i + k] - m) * is;
+					hb[i + k] = h;
+					yb[i + k] = gamma * h + beta;
+				}
+			for (; i < n; i++) {
+				const float h = (xb[i] - m) * is;
+				hb[i] = h;
+				yb[i] = gamma * h + beta;
 			}
-		for (; i < n; i++) {
-			const float h = (xb[i] - m) * is;
-			hb[i] = h;
-			yb[i] = gamma * h + beta;
+			continue;
 		}
+		for (; i + 16 <= n; i += 16)
+			for (int k = 0; k < 16; k++)
+				yb[i + k] = gamma * ((xb[i + k] - m) * is) + beta;
+		for (; i < n; i++)
+			yb[i] = gamma * ((xb[i] - m) * is) + beta;
 	}
 }
 
@@ -196,8 +207,8 @@ static void forward_channel(void *ctx, int64_t c, int thread)
 	const float m = (float)mean, is = (float)(1.0 / sqrt(var + g.eps));
 	invstd[c] = is;
 	const int64_t off = c * g.HW;
-	channel_normalize(in + off, xhat + off, out + off, B, g.C * g.HW, g.HW, m, is, gamma[c],
-			  beta[c]);
+	channel_normalize(in + off, j->training ? xhat + off : NULL, out + off, B, g.C * g.HW, g.HW,
+			  m, is, gamma[c], beta[c]);
 }
 
 static void batchnorm_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)

@@ -305,6 +305,32 @@ static void batches_outside_the_maximum_are_refused(void **state)
 	close_net(&s);
 }
 
+/* Evaluation batches shrink to keep the widest activation within 4 MiB:
+ * LeNet's widest is conv1's 20x24x24 floats (45 KiB an example, so 91 fit),
+ * a net of 1x1024 inputs keeps any batch, one of 1x1024x1024 inputs takes
+ * the floor of 16. */
+static void evaluation_batches_fit_the_cache(void **state)
+{
+	(void)state;
+	sn_net net;
+	assert_int_equal(sn_net_parse(lenet, strlen(lenet), "lenet.yaml", &net), 0);
+	assert_int_equal(sn_model_cache_batch(&net, 1000), (4 << 20) / (4 * 20 * 24 * 24));
+	assert_int_equal(sn_model_cache_batch(&net, 64), 64);
+	assert_int_equal(sn_model_cache_batch(&net, 1), 1);
+	sn_net_free(&net);
+	static const char flat[] = "input: [1024]\nlayers:\n  - {type: dense, units: 10}\n"
+				   "  - softmax_cross_entropy\n";
+	assert_int_equal(sn_net_parse(flat, strlen(flat), "flat.yaml", &net), 0);
+	assert_int_equal(sn_model_cache_batch(&net, 1000), 1000);
+	sn_net_free(&net);
+	static const char wide[] = "input: [1, 1024, 1024]\nlayers:\n  - {type: dense, units: 10}\n"
+				   "  - softmax_cross_entropy\n";
+	assert_int_equal(sn_net_parse(wide, strlen(wide), "wide.yaml", &net), 0);
+	assert_int_equal(sn_model_cache_batch(&net, 1000), 16);
+	assert_int_equal(sn_model_cache_batch(&net, 9), 9);
+	sn_net_free(&net);
+}
+
 static void profiling_adds_up_time_per_layer(void **state)
 {
 	(void)state;
@@ -339,6 +365,7 @@ int main(void)
 		cmocka_unit_test(a_nan_input_is_reported_at_the_first_layer),
 		cmocka_unit_test(batches_outside_the_maximum_are_refused),
 		cmocka_unit_test(profiling_adds_up_time_per_layer),
+		cmocka_unit_test(evaluation_batches_fit_the_cache),
 		cmocka_unit_test(graph_gradients_match_finite_differences_of_the_loss),
 		cmocka_unit_test(a_branch_nobody_reads_gets_no_gradient),
 	};
