@@ -211,11 +211,31 @@ static void forward_channel(void *ctx, int64_t c, int thread)
 			  m, is, gamma[c], beta[c]);
 }
 
+/* Evaluation: every example on its own, so that the thread that runs it
+ * mostly finds its input where the layer before left it. */
+static void eval_example(void *ctx, int64_t b, int thread)
+{
+	(void)thread;
+	const bn_job *j = ctx;
+	const sn_layer *l = j->l;
+	const bn_geom g = j->g;
+	const float *gamma = l->w[0], *beta = l->w[1], *rmean = l->w[2], *rvar = l->w[3];
+	for (int64_t c = 0; c < g.C; c++) {
+		const float m = rmean[c], is = (float)(1.0 / sqrt((double)rvar[c] + g.eps));
+		const int64_t off = (b * g.C + c) * g.HW;
+		channel_normalize(j->in + off, NULL, j->out + off, 1, 0, g.HW, m, is, gamma[c],
+				  beta[c]);
+	}
+}
+
 static void batchnorm_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	bn_job j = {.l = l, .g = geom_of(l), .in = in, .out = out, .B = B,
 		    .training = p->training};
-	sn_parallel_for(p->pool, j.g.C, forward_channel, &j);
+	if (p->training)
+		sn_parallel_for(p->pool, j.g.C, forward_channel, &j);
+	else
+		sn_parallel_for(p->pool, B, eval_example, &j);
 }
 
 static void backward_channel(void *ctx, int64_t c, int thread)
