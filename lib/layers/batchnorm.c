@@ -7,6 +7,7 @@
 #include "layers.h"
 
 #include <math.h>
+#include <stdint.h>
 
 typedef struct {
 	int64_t C, HW;
@@ -22,6 +23,9 @@ static bn_geom geom_of(const sn_layer *l)
 	g.momentum = (l->opt_set & (1u << SN_OPT_MOMENTUM)) ? l->opt[SN_OPT_MOMENTUM] : 0.1;
 	return g;
 }
+
+static int64_t saved_per_example(const bn_geom *g);
+static int64_t saved_fixed(const bn_geom *g);
 
 static int batchnorm_setup(sn_layer *l)
 {
@@ -39,8 +43,8 @@ static int batchnorm_setup(sn_layer *l)
 	sn_layer_add_param(l, "running_var", 1, &g.C, 0, SN_INIT_ONE, 0, 0);
 	l->flops_forward = 6 * n;
 	l->flops_backward = 8 * n;
-	l->saved_per_example = n;    /* normalised input */
-	l->saved_fixed = g.C;        /* 1/sqrt(var + eps) per channel */
+	l->saved_per_example = saved_per_example(&g);
+	l->saved_fixed = saved_fixed(&g);
 	l->scratch_per_example = l->scratch_fixed = 0;
 	return 0;
 }
@@ -48,10 +52,7 @@ static int batchnorm_setup(sn_layer *l)
 /* Sums in double over a plane, in eight interleaved partial sums added in
  * a fixed order: the same bits every time, and eight additions in flight
  * instead of one long chain (a chain of double additions made batchnorm
- * the slowest layer of the ResNet).  The channel_* functions take one
- * channel's B planes, `stride` floats apart, and are cloned per vector
- * width (SN_VECTOR_CLONES): compiled for SSE2 alone, their loops stayed
- * mostly scalar, and batchnorm took a fifth of the ResNet's step. */
+ * the slowest layer of the ResNet). */
 #define LANES 8
 
 static inline double lanes_total(const double s[LANES])
@@ -87,60 +88,60 @@ static inline double plane_sq_dev(const float *x, int64_t n, double mean)
 	return lanes_total(s);
 }
 
-/* Mean and biased variance of one channel over the batch. */
-SN_VECTOR_CLONES static void channel_stats(const float *x, int B, int64_t stride, int64_t n,
-					   double *mean, double *var)
+/* The example_* functions take one example's C planes of n floats and are
+ * cloned per vector width (SN_VECTOR_CLONES): compiled for SSE2 alone,
+ * their loops stayed mostly scalar, and batchnorm took a fifth of the
+ * ResNet's step. */
+
+/* part[c] = the sum of plane c; with mean, of its squared deviations */
+SN_VECTOR_CLONES static void example_sums(const float *x, int64_t C, int64_t n,
+					  const double *mean, double *part)
 {
-	double sum = 0, sq = 0;
-	for (int b = 0; b < B; b++)
-		sum += plane_sum(x + b * stride, n);
-	const double count = (double)B * (double)n;
-	*mean = sum / count;
-	for (int b = 0; b < B; b++)
-		sq += plane_sq_dev(x + b * stride, n, *mean);
-	*var = sq / count;
+	for (int64_t c = 0; c < C; c++)
+		part[c] = mean ? plane_sq_dev(x + c * n, n, mean[c]) : plane_sum(x + c * n, n);
 }
 
 /* y = gamma * xhat + beta, xhat = (x - m) * is, kept for backward where
  * xhat is not NULL (training). */
-SN_VECTOR_CLONES static void channel_normalize(const float *restrict x, float *restrict xhat,
-					       float *restrict y, int B, int64_t stride,
-					       int64_t n, float m, float is, float gamma,
-					       float beta)
+SN_VECTOR_CLONES static void example_normalize(const float *restrict x, float *restrict xhat,
+					       float *restrict y, int64_t C, int64_t n,
+					       const float *m, const float *is,
+					       const float *gamma, const float *beta)
 {
-	for (int b = 0; b < B; b++) {
-		const float *xb = x + b * stride;
-		float *yb = y + b * stride;
+	for (int64_t c = 0; c < C; c++) {
+		const float *xc = x + c * n;
+		float *yc = y + c * n;
+		const float mc = m[c], isc = is[c], gc = gamma[c], bc = beta[c];
 		int64_t i = 0;
 		if (xhat) {
-			float *hb = xhat + b * stride;
+			float *hc = xhat + c * n;
 			for (; i + 16 <= n; i += 16)    /* blocks: the form -O2 vectorises */
 				for (int k = 0; k < 16; k++) {
-					const float h = (xb[i + k] - m) * is;
-					hb[i + k] = h;
-					yb[i + k] = gamma * h + beta;
+					const float h = (xc[i + k] - mc) * isc;
+					hc[i + k] = h;
+					yc[i + k] = gc * h + bc;
 				}
 			for (; i < n; i++) {
-				const float h = (xb[i] - m) * is;
-				hb[i] = h;
-				yb[i] = gamma * h + beta;
+				const float h = (xc[i] - mc) * isc;
+				hc[i] = h;
+				yc[i] = gc * h + bc;
 			}
 			continue;
 		}
 		for (; i + 16 <= n; i += 16)
 			for (int k = 0; k < 16; k++)
-				yb[i + k] = gamma * ((xb[i + k] - m) * is) + beta;
+				yc[i + k] = gc * ((xc[i + k] - mc) * isc) + bc;
 		for (; i < n; i++)
-			yb[i] = gamma * ((xb[i] - m) * is) + beta;
+			yc[i] = gc * ((xc[i] - mc) * isc) + bc;
 	}
 }
 
-/* sum of dy and of dy * xhat */
-SN_VECTOR_CLONES static void channel_dots(const float *dy, const float *xh, int B,
-					  int64_t stride, int64_t n, double *sdy, double *sdx)
+/* sdy[c] = the sum of dy over plane c, sdx[c] that of dy * xhat */
+SN_VECTOR_CLONES static void example_dots(const float *dy, const float *xh, int64_t C,
+					  int64_t n, double *sdy, double *sdx)
 {
-	for (int b = 0; b < B; b++) {
-		const float *d = dy + b * stride, *h = xh + b * stride;
+	for (int64_t c = 0; c < C; c++) {
+		const float *d = dy + c * n, *h = xh + c * n;
 		double a[LANES] = {0}, p[LANES] = {0};
 		int64_t i = 0;
 		for (; i + LANES <= n; i += LANES)
@@ -152,124 +153,180 @@ SN_VECTOR_CLONES static void channel_dots(const float *dy, const float *xh, int 
 			a[i % LANES] += d[i];
 			p[i % LANES] += (double)d[i] * h[i];
 		}
-		*sdy += lanes_total(a);
-		*sdx += lanes_total(p);
+		sdy[c] = lanes_total(a);
+		sdx[c] = lanes_total(p);
 	}
 }
 
-SN_VECTOR_CLONES static void channel_din(const float *restrict dy, const float *restrict xhat,
-					 float *restrict dx, int B, int64_t stride, int64_t n,
-					 float k, float fn, float s_dy, float s_dy_xhat)
+/* k[c], s_dy[c], s_dy_xhat[c]: each channel's coefficients */
+SN_VECTOR_CLONES static void example_din(const float *restrict dy, const float *restrict xhat,
+					 float *restrict dx, int64_t C, int64_t n, float fn,
+					 const float *k, const float *s_dy,
+					 const float *s_dy_xhat)
 {
-	for (int b = 0; b < B; b++) {
-		const float *d = dy + b * stride, *h = xhat + b * stride;
-		float *o = dx + b * stride;
+	for (int64_t c = 0; c < C; c++) {
+		const float *d = dy + c * n, *h = xhat + c * n;
+		float *o = dx + c * n;
+		const float kc = k[c], sc = s_dy[c], sxc = s_dy_xhat[c];
 		int64_t i = 0;
 		for (; i + 16 <= n; i += 16)
 			for (int j = 0; j < 16; j++)
-				o[i + j] = k * (fn * d[i + j] - s_dy - h[i + j] * s_dy_xhat);
+				o[i + j] = kc * (fn * d[i + j] - sc - h[i + j] * sxc);
 		for (; i < n; i++)
-			o[i] = k * (fn * d[i] - s_dy - h[i] * s_dy_xhat);
+			o[i] = kc * (fn * d[i] - sc - h[i] * sxc);
 	}
 }
 
-/* Every channel's statistics and outputs are its own, so the passes run
- * one unit per channel, whatever the thread count. */
+/* The passes run one unit per example, each over all its channels, which
+ * reads and writes memory front to back (a unit per channel, B planes
+ * apart, took twice as long).  A channel's sums are its planes' sums, one
+ * per unit, added in example order afterwards: the same bits whatever the
+ * thread count.  The saved area holds xhat [B][C][HW], then per channel
+ * four floats (invstd and three more), a float of slack, and, at a double's
+ * alignment, the planes' sums (2 x [B][C]) and the channels' (2 x [C]). */
 typedef struct {
 	const sn_layer *l;
 	bn_geom g;
 	const float *in, *dout;
-	float *out, *din;
-	int B, training;
+	float *out, *din, *xhat, *invstd, *cf;   /* cf: 3 x [C] more per-channel floats */
+	double *part, *chan;
+	int B;
 } bn_job;
 
-static void forward_channel(void *ctx, int64_t c, int thread)
+static bn_job job_of(const sn_layer *l, int B)
 {
-	(void)thread;
-	const bn_job *j = ctx;
-	const sn_layer *l = j->l;
-	const bn_geom g = j->g;
-	const int B = j->B;
-	const float *gamma = l->w[0], *beta = l->w[1], *in = j->in;
-	float *rmean = l->w[2], *rvar = l->w[3], *out = j->out;
-	float *xhat = l->saved, *invstd = l->saved + sn_shape_size(&l->in) * B;
-	const double n = (double)B * (double)g.HW;
-	double mean, var;
-	if (j->training) {
-		channel_stats(in + c * g.HW, B, g.C * g.HW, g.HW, &mean, &var);
-		double unbiased = n > 1 ? var * n / (n - 1) : var;
-		rmean[c] = (float)((1 - g.momentum) * rmean[c] + g.momentum * mean);
-		rvar[c] = (float)((1 - g.momentum) * rvar[c] + g.momentum * unbiased);
-	} else {
-		mean = rmean[c];
-		var = rvar[c];
-	}
-	const float m = (float)mean, is = (float)(1.0 / sqrt(var + g.eps));
-	invstd[c] = is;
-	const int64_t off = c * g.HW;
-	channel_normalize(in + off, j->training ? xhat + off : NULL, out + off, B, g.C * g.HW, g.HW,
-			  m, is, gamma[c], beta[c]);
+	bn_job j = {.l = l, .g = geom_of(l), .B = B};
+	j.xhat = l->saved;
+	j.invstd = l->saved + sn_shape_size(&l->in) * B;
+	j.cf = j.invstd + j.g.C;
+	const uintptr_t at = (uintptr_t)(j.cf + 3 * j.g.C), align = sizeof(double);
+	j.part = (double *)((at + align - 1) & ~(align - 1));
+	j.chan = j.part + 2 * (int64_t)B * j.g.C;
+	return j;
 }
 
-/* Evaluation: every example on its own, so that the thread that runs it
- * mostly finds its input where the layer before left it. */
-static void eval_example(void *ctx, int64_t b, int thread)
+static int64_t saved_per_example(const bn_geom *g)
+{
+	return g->C * g->HW + 4 * g->C;   /* xhat, two doubles per plane */
+}
+
+static int64_t saved_fixed(const bn_geom *g)
+{
+	return 4 * g->C + 1 + 4 * g->C;   /* floats, slack, two doubles per channel */
+}
+
+static void sums_unit(void *ctx, int64_t b, int thread)
 {
 	(void)thread;
 	const bn_job *j = ctx;
-	const sn_layer *l = j->l;
-	const bn_geom g = j->g;
-	const float *gamma = l->w[0], *beta = l->w[1], *rmean = l->w[2], *rvar = l->w[3];
-	for (int64_t c = 0; c < g.C; c++) {
-		const float m = rmean[c], is = (float)(1.0 / sqrt((double)rvar[c] + g.eps));
-		const int64_t off = (b * g.C + c) * g.HW;
-		channel_normalize(j->in + off, NULL, j->out + off, 1, 0, g.HW, m, is, gamma[c],
-				  beta[c]);
+	example_sums(j->in + b * j->g.C * j->g.HW, j->g.C, j->g.HW, NULL, j->part + b * j->g.C);
+}
+
+static void sq_devs_unit(void *ctx, int64_t b, int thread)
+{
+	(void)thread;
+	const bn_job *j = ctx;
+	example_sums(j->in + b * j->g.C * j->g.HW, j->g.C, j->g.HW, j->chan, j->part + b * j->g.C);
+}
+
+/* out[c] = the examples' part[b][c], added in example order, over count */
+static void channel_totals(const double *part, int B, int64_t C, double count, double *out)
+{
+	for (int64_t c = 0; c < C; c++) {
+		double sum = 0;
+		for (int b = 0; b < B; b++)
+			sum += part[b * C + c];
+		out[c] = sum / count;
 	}
+}
+
+/* cf holds the means as floats, invstd the inverse deviations; xhat is
+ * written where it is not NULL */
+static void normalize_unit(void *ctx, int64_t b, int thread)
+{
+	(void)thread;
+	const bn_job *j = ctx;
+	const int64_t off = b * j->g.C * j->g.HW;
+	example_normalize(j->in + off, j->xhat ? j->xhat + off : NULL, j->out + off, j->g.C,
+			  j->g.HW, j->cf, j->invstd, j->l->w[0], j->l->w[1]);
 }
 
 static void batchnorm_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
-	bn_job j = {.l = l, .g = geom_of(l), .in = in, .out = out, .B = B,
-		    .training = p->training};
-	if (p->training)
-		sn_parallel_for(p->pool, j.g.C, forward_channel, &j);
-	else
-		sn_parallel_for(p->pool, B, eval_example, &j);
+	bn_job j = job_of(l, B);
+	const bn_geom g = j.g;
+	float *rmean = l->w[2], *rvar = l->w[3];
+	j.in = in, j.out = out;
+	if (!p->training) {
+		for (int64_t c = 0; c < g.C; c++) {
+			j.cf[c] = rmean[c];
+			j.invstd[c] = (float)(1.0 / sqrt((double)rvar[c] + g.eps));
+		}
+		j.xhat = NULL;
+		sn_parallel_for(p->pool, B, normalize_unit, &j);
+		return;
+	}
+	const double n = (double)B * (double)g.HW;
+	double *mean = j.chan, *var = j.chan + g.C;
+	sn_parallel_for(p->pool, B, sums_unit, &j);
+	channel_totals(j.part, B, g.C, n, mean);
+	sn_parallel_for(p->pool, B, sq_devs_unit, &j);
+	channel_totals(j.part, B, g.C, n, var);             /* biased */
+	for (int64_t c = 0; c < g.C; c++) {
+		const double unbiased = n > 1 ? var[c] * n / (n - 1) : var[c];
+		rmean[c] = (float)((1 - g.momentum) * rmean[c] + g.momentum * mean[c]);
+		rvar[c] = (float)((1 - g.momentum) * rvar[c] + g.momentum * unbiased);
+		j.cf[c] = (float)mean[c];
+		j.invstd[c] = (float)(1.0 / sqrt(var[c] + g.eps));
+	}
+	sn_parallel_for(p->pool, B, normalize_unit, &j);
 }
 
-static void backward_channel(void *ctx, int64_t c, int thread)
+/* part[b][c] = the sum of dy over plane c, part[B + b][c] that of dy * xhat */
+static void dots_unit(void *ctx, int64_t b, int thread)
 {
 	(void)thread;
 	const bn_job *j = ctx;
-	const sn_layer *l = j->l;
-	const bn_geom g = j->g;
-	const int B = j->B;
-	const float *gamma = l->w[0], *dout = j->dout;
-	const float *xhat = l->saved, *invstd = l->saved + sn_shape_size(&l->in) * B;
-	float *din = j->din;
-	const double n = (double)B * (double)g.HW;
-	double sum_dy = 0, sum_dy_xhat = 0;
-	const int64_t off = c * g.HW, stride = g.C * g.HW;
-	channel_dots(dout + off, xhat + off, B, stride, g.HW, &sum_dy, &sum_dy_xhat);
-	if (l->dw[0])
-		l->dw[0][c] += (float)sum_dy_xhat;
-	if (l->dw[1])
-		l->dw[1][c] += (float)sum_dy;
-	if (!din)
-		return;
-	const float k = (float)(gamma[c] * invstd[c] / n);
-	const float s_dy = (float)sum_dy, s_dy_xhat = (float)sum_dy_xhat;
-	const float fn = (float)n;
-	channel_din(dout + off, xhat + off, din + off, B, stride, g.HW, k, fn, s_dy, s_dy_xhat);
+	const int64_t C = j->g.C, off = b * C * j->g.HW;
+	example_dots(j->dout + off, j->xhat + off, C, j->g.HW, j->part + b * C,
+		     j->part + (j->B + b) * C);
+}
+
+/* cf holds k = gamma * invstd / n per channel, the sum of dy and that of
+ * dy * xhat, as floats. */
+static void din_unit(void *ctx, int64_t b, int thread)
+{
+	(void)thread;
+	const bn_job *j = ctx;
+	const int64_t C = j->g.C, off = b * C * j->g.HW;
+	example_din(j->dout + off, j->xhat + off, j->din + off, C, j->g.HW,
+		    (float)((double)j->B * (double)j->g.HW), j->cf, j->cf + C, j->cf + 2 * C);
 }
 
 static void batchnorm_backward(sn_layer *l, const float *in, const float *out,
 			       const float *dout, float *din, int B, sn_pass *p)
 {
 	(void)in, (void)out;
-	bn_job j = {.l = l, .g = geom_of(l), .dout = dout, .din = din, .B = B};
-	sn_parallel_for(p->pool, j.g.C, backward_channel, &j);
+	bn_job j = job_of(l, B);
+	const int64_t C = j.g.C;
+	const double n = (double)B * (double)j.g.HW;
+	j.dout = dout, j.din = din;
+	sn_parallel_for(p->pool, B, dots_unit, &j);
+	double *s_dy = j.chan, *s_dy_xhat = j.chan + C;
+	channel_totals(j.part, B, C, 1.0, s_dy);
+	channel_totals(j.part + (int64_t)B * C, B, C, 1.0, s_dy_xhat);
+	const float *gamma = l->w[0];
+	for (int64_t c = 0; c < C; c++) {
+		if (l->dw[0])
+			l->dw[0][c] += (float)s_dy_xhat[c];
+		if (l->dw[1])
+			l->dw[1][c] += (float)s_dy[c];
+		j.cf[c] = (float)(gamma[c] * j.invstd[c] / n);
+		j.cf[C + c] = (float)s_dy[c];
+		j.cf[2 * C + c] = (float)s_dy_xhat[c];
+	}
+	if (din)
+		sn_parallel_for(p->pool, B, din_unit, &j);
 }
 
 const sn_layer_kind sn_kind_batchnorm = {
