@@ -592,6 +592,7 @@ static void maxpool_agrees_with_the_naive_pooling(void **state)
 		{3, 32, 32, 3, 2, 1}, {2, 15, 13, 3, 2, 1},
 		{2, 9, 11, 3, 2, 0}, {2, 10, 10, 3, 1, 1}, {2, 12, 17, 4, 3, 2}, {1, 3, 3, 3, 1, 0},
 		{2, 9, 22, 2, 1, 1}, {1, 5, 6, 5, 2, 2}, {2, 11, 11, 3, 3, 0},
+		{2, 20, 21, 2, 2, 1}, {2, 19, 40, 5, 2, 2},   /* stride 2 over even and odd columns */
 	};
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
 		const int *s = shapes[i];
