@@ -164,13 +164,15 @@ void sn_maxpool_forward_naive(const sn_layer *l, const float *in, float *out, in
 void sn_avgpool_forward_naive(const sn_layer *l, const float *in, float *out, int B);
 
 /* The direct convolution (lib/layers/conv_direct.c): whether it takes a
- * stride-1 layer of F filters, k x k, OW output columns on this CPU, and
- * the layer applied to one example whose H x W planes are already padded.
+ * stride-1 or stride-2 layer of F filters, k x k, OW output columns on this
+ * CPU, and the layer applied to one example whose H x W planes are already
+ * padded; for stride 2 each plane is split in two, its even columns then its
+ * odd ones, (W + 1) / 2 floats a row ([C][2][H][(W + 1) / 2]).
  * sn_conv_direct_enabled (1) lets tests and benchmarks turn it off. */
 extern int sn_conv_direct_enabled;
 int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW);
-void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, const float *w,
-		    int64_t F, int64_t k, const float *bias, float *out);
+void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, int64_t stride,
+		    const float *w, int64_t F, int64_t k, const float *bias, float *out);
 /* Where it takes the layer, its weight gradient over n examples: x, the
  * examples' unpadded C x H x W planes, xstride floats apart; dy, their
  * NCHW output gradients, dystride apart; dwt[((c*k + ki)*k + kj)*F + f]

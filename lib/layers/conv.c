@@ -329,9 +329,43 @@ static int pads_by_copy(const conv_geom *g)
 	return g->stride == 1 && g->pad > 0;
 }
 
+/* Whether the forward pass is the direct kernel's (stride 1 or 2). */
+static int direct_takes(const conv_geom *g)
+{
+	return (g->stride == 1 || g->stride == 2) && sn_conv_direct_takes(g->F, g->k, g->OW);
+}
+
+/* Floats of one example's padded copy: its planes, or for a stride-2
+ * layer the direct kernel takes, its planes split into even and odd
+ * columns ((Wp + 1) / 2 each). */
 static int64_t padded_floats(const conv_geom *g)
 {
-	return pads_by_copy(g) ? g->C * (g->H + 2 * g->pad) * (g->W + 2 * g->pad) : 0;
+	const int64_t Hp = g->H + 2 * g->pad, Wp = g->W + 2 * g->pad;
+	if (g->stride == 2 && direct_takes(g))
+		return g->C * Hp * 2 * ((Wp + 1) / 2);
+	return pads_by_copy(g) ? g->C * Hp * Wp : 0;
+}
+
+/* n examples' padded planes, each split into its even and odd columns:
+ * out[b][c][q][h][j] = the padded in[b][c][h][2j + q], 0 beyond it. */
+static void split_chunk(const conv_geom *g, const float *in, float *out, int64_t n)
+{
+	const int64_t Hp = g->H + 2 * g->pad, half = (g->W + 2 * g->pad + 1) / 2;
+	for (int64_t bc = 0; bc < n * g->C; bc++)
+		for (int64_t q = 0; q < 2; q++) {
+			float *plane = out + (bc * 2 + q) * Hp * half;
+			memset(plane, 0, (size_t)(g->pad * half) * sizeof *plane);
+			for (int64_t h = 0; h < g->H; h++) {
+				const float *src = in + (bc * g->H + h) * g->W;
+				float *row = plane + (h + g->pad) * half;
+				for (int64_t j = 0; j < half; j++) {
+					const int64_t w = 2 * j + q - g->pad;
+					row[j] = w >= 0 && w < g->W ? src[w] : 0.0f;
+				}
+			}
+			memset(plane + (g->H + g->pad) * half, 0,
+			       (size_t)((Hp - g->H - g->pad) * half) * sizeof *plane);
+		}
 }
 
 static void pad_chunk(const conv_geom *g, const float *in, float *padded, int64_t n)
@@ -390,16 +424,20 @@ static void apply_chunk(const conv_geom *g, const float *w, const float *bias, c
 {
 	const int64_t S = g->OH * g->OW, ckk = g->C * g->k * g->k, ns = n * S;
 	float *cols = scratch, *y = cols + ckk * S * chunk_of(g), *padded = y + g->F * S * chunk_of(g);
-	if (g->stride == 1 && sn_conv_direct_takes(g->F, g->k, g->OW)) {
+	if (direct_takes(g)) {
 		const int64_t Hp = g->H + 2 * g->pad, Wp = g->W + 2 * g->pad;
 		const float *src = in;
-		if (pads_by_copy(g)) {
+		int64_t example = g->C * g->H * g->W;
+		if (g->stride == 2) {
+			split_chunk(g, in, padded, n);
+			src = padded, example = padded_floats(g);
+		} else if (pads_by_copy(g)) {
 			pad_chunk(g, in, padded, n);
-			src = padded;
+			src = padded, example = padded_floats(g);
 		}
 		for (int64_t b = 0; b < n; b++)
-			sn_conv_direct(src + b * g->C * Hp * Wp, g->C, Hp, Wp, w, g->F, g->k, bias,
-				       out + b * g->F * S);
+			sn_conv_direct(src + b * example, g->C, Hp, Wp, g->stride, w, g->F, g->k,
+				       bias, out + b * g->F * S);
 		return;
 	}
 	lower(g, in, cols, padded, n);

@@ -46,29 +46,35 @@ static inline __mmask16 lanes(int64_t n)
  * the tap loops unroll. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 direct_k(const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64_t F,
-	 const int k, const float *bias, float *out)
+	 const int k, const int s, const float *bias, float *out)
 {
-	const int64_t OH = H - k + 1, OW = W - k + 1, blocks = (OW + 15) / 16;
+	const int64_t OH = (H - k) / s + 1, OW = (W - k) / s + 1, blocks = (OW + 15) / 16;
 	const int64_t plane = OH * OW, fstride = C * k * k;
+	const int64_t rw = s == 1 ? W : (W + 1) / 2;   /* floats per stored row */
 	const int rowpair = blocks == 1;
 	for (int64_t f0 = 0; f0 < F; f0 += FB)
 		for (int64_t oh = 0; oh < OH; oh += rowpair ? 2 : 1)
 			for (int64_t b = 0; b < blocks; b += rowpair ? 1 : 2) {
 				const int64_t ow0 = b * 16;
 				/* the second vector: 16 columns on, or one row down */
-				const int64_t in1 = rowpair ? W : 16, out1 = rowpair ? OW : 16;
+				const int64_t in1 = rowpair ? s * rw : 16, out1 = rowpair ? OW : 16;
 				const __mmask16 m0 = lanes(OW - ow0);
 				const __mmask16 m1 = rowpair ? (oh + 1 < OH ? m0 : 0) : lanes(OW - ow0 - 16);
 #define INIT(f)                                                                        \
 	__m512 a##f = _mm512_set1_ps(bias ? bias[f0 + f] : 0.0f), b##f = a##f;
 				INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
 				for (int64_t c = 0; c < C; c++)
+#pragma GCC unroll 5
 					for (int ki = 0; ki < k; ki++) {
-						const float *row = in + (c * H + oh + ki) * W + ow0;
 						const float *wr = w + (f0 * C + c) * k * k + ki * k;
+#pragma GCC unroll 5
 						for (int kj = 0; kj < k; kj++) {
-							const __m512 x0 = _mm512_maskz_loadu_ps(m0, row + kj);
-							const __m512 x1 = _mm512_maskz_loadu_ps(m1, row + in1 + kj);
+							/* column s*ow + kj: phase kj % s, kj / s on */
+							const float *row =
+								in + ((c * s + kj % s) * H + s * oh + ki) * rw +
+								ow0 + kj / s;
+							const __m512 x0 = _mm512_maskz_loadu_ps(m0, row);
+							const __m512 x1 = _mm512_maskz_loadu_ps(m1, row + in1);
 							__m512 v;
 #define TAP(f)                                                                         \
 	v = _mm512_set1_ps(wr[f * fstride + kj]);                                      \
@@ -162,19 +168,18 @@ __attribute__((target("avx512f"))) static void dw5(const sn_conv_dw_args *a)
 	dw_k(a, 5, 4);
 }
 
-__attribute__((target("avx512f"))) static void direct3(const float *in, int64_t C, int64_t H,
-						       int64_t W, const float *w, int64_t F,
-						       const float *bias, float *out)
-{
-	direct_k(in, C, H, W, w, F, 3, bias, out);
-}
-
-__attribute__((target("avx512f"))) static void direct5(const float *in, int64_t C, int64_t H,
-						       int64_t W, const float *w, int64_t F,
-						       const float *bias, float *out)
-{
-	direct_k(in, C, H, W, w, F, 5, bias, out);
-}
+#define DIRECT(name, k, s)                                                             \
+	__attribute__((target("avx512f"))) static void name(                           \
+		const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64_t F, \
+		const float *bias, float *out)                                         \
+	{                                                                              \
+		direct_k(in, C, H, W, w, F, k, s, bias, out);                          \
+	}
+DIRECT(direct3, 3, 1)
+DIRECT(direct5, 5, 1)
+DIRECT(direct3s2, 3, 2)
+DIRECT(direct5s2, 5, 2)
+#undef DIRECT
 #else
 static int have_avx512(void)
 {
@@ -206,15 +211,16 @@ int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW)
 	return 4 * OW >= 3 * per_pair * pairs;
 }
 
-void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, const float *w,
-		    int64_t F, int64_t k, const float *bias, float *out)
+void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, int64_t stride,
+		    const float *w, int64_t F, int64_t k, const float *bias, float *out)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-	if (k == 3)
-		direct3(in, C, H, W, w, F, bias, out);
+	if (stride == 1)
+		(k == 3 ? direct3 : direct5)(in, C, H, W, w, F, bias, out);
 	else
-		direct5(in, C, H, W, w, F, bias, out);
+		(k == 3 ? direct3s2 : direct5s2)(in, C, H, W, w, F, bias, out);
 #else
-	(void)in, (void)C, (void)H, (void)W, (void)w, (void)F, (void)k, (void)bias, (void)out;
+	(void)in, (void)C, (void)H, (void)W, (void)stride, (void)w, (void)F, (void)k, (void)bias;
+	(void)out;
 #endif
 }

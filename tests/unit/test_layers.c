@@ -517,7 +517,7 @@ static void conv_agrees_with_the_naive_convolution(void **state)
 	}
 }
 
-/* The direct convolution (AVX-512, stride 1, 3x3 and 5x5, filters in
+/* The direct convolution (AVX-512, stride 1 or 2, 3x3 and 5x5, filters in
  * eights) against the naive one and against the GEMM path, forward and
  * backward (din of "same" layers is a direct convolution, and so is dW
  * where din is one or not wanted): tiles of two
@@ -527,13 +527,20 @@ static void conv_agrees_with_the_naive_convolution(void **state)
 static void conv_direct_agrees_with_the_naive_and_the_gemm_paths(void **state)
 {
 	(void)state;
-	static const int shapes[][8] = {
-		/* C, H, W, F, k, pad, bias, direct on AVX-512 */
-		{3, 28, 28, 8, 3, 1, 0, 1}, {5, 14, 14, 16, 3, 1, 1, 1}, {2, 13, 13, 8, 3, 1, 1, 1},
-		{4, 16, 16, 8, 5, 2, 1, 1}, {3, 32, 32, 8, 5, 2, 0, 1}, {2, 40, 27, 8, 3, 1, 1, 1},
-		{1, 30, 30, 8, 3, 0, 1, 1}, {2, 20, 60, 16, 5, 2, 1, 1}, {8, 12, 12, 24, 3, 1, 0, 1},
-		{4, 8, 8, 8, 3, 1, 1, 0},   /* 8 columns: half the lanes, so the GEMM */
-		{4, 16, 16, 12, 3, 1, 1, 0},   /* 12 filters */
+	static const int shapes[][9] = {
+		/* C, H, W, F, k, pad, bias, direct on AVX-512, stride */
+		{3, 28, 28, 8, 3, 1, 0, 1, 1}, {5, 14, 14, 16, 3, 1, 1, 1, 1},
+		{2, 13, 13, 8, 3, 1, 1, 1, 1}, {4, 16, 16, 8, 5, 2, 1, 1, 1},
+		{3, 32, 32, 8, 5, 2, 0, 1, 1}, {2, 40, 27, 8, 3, 1, 1, 1, 1},
+		{1, 30, 30, 8, 3, 0, 1, 1, 1}, {2, 20, 60, 16, 5, 2, 1, 1, 1},
+		{8, 12, 12, 24, 3, 1, 0, 1, 1},
+		{4, 8, 8, 8, 3, 1, 1, 0, 1},   /* 8 columns: half the lanes, so the GEMM */
+		{4, 16, 16, 12, 3, 1, 1, 0, 1},   /* 12 filters */
+		/* stride 2: planes split into even and odd columns */
+		{6, 28, 28, 16, 3, 1, 0, 1, 2}, {3, 29, 27, 8, 3, 1, 1, 1, 2},
+		{4, 32, 31, 8, 5, 2, 1, 1, 2}, {2, 60, 61, 8, 3, 0, 1, 1, 2},
+		{2, 23, 50, 8, 5, 1, 0, 1, 2},
+		{4, 14, 14, 8, 3, 1, 1, 0, 2},   /* 7 columns: the GEMM */
 	};
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
 		const int *s = shapes[i];
@@ -542,7 +549,8 @@ static void conv_direct_agrees_with_the_naive_and_the_gemm_paths(void **state)
 		opt(&l, SN_OPT_KERNEL, s[4]);
 		opt(&l, SN_OPT_PAD, s[5]);
 		opt(&l, SN_OPT_BIAS, s[6]);
-		const int64_t OW = s[2] + 2 * s[5] - s[4] + 1;
+		opt(&l, SN_OPT_STRIDE, s[8]);
+		const int64_t OW = (s[2] + 2 * s[5] - s[4]) / s[8] + 1;
 		if (__builtin_cpu_supports("avx512f"))
 			assert_int_equal(sn_conv_direct_takes(s[3], s[4], OW), s[7]);
 		compare_with_naive(l, 3, sn_conv_forward_naive);
@@ -1057,6 +1065,12 @@ static void every_kind_gives_the_same_bits_on_any_thread_count(void **state)
 	opt(&l, SN_OPT_FILTERS, 16);
 	opt(&l, SN_OPT_KERNEL, 5);
 	opt(&l, SN_OPT_PAD, 2);
+	expect_thread_independent(l, 21);
+	l = layer("conv", chw(4, 28, 28));             /* the direct kernel at stride 2 */
+	opt(&l, SN_OPT_FILTERS, 8);
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_STRIDE, 2);
+	opt(&l, SN_OPT_PAD, 1);
 	expect_thread_independent(l, 21);
 	l = layer("conv", chw(3, 17, 17));             /* strided, padded */
 	opt(&l, SN_OPT_FILTERS, 5);
