@@ -154,6 +154,9 @@ struct sn_layer {
 extern const sn_layer_kind *const sn_layer_kinds[];
 const sn_layer_kind *sn_layer_kind_find(const char *name);
 
+/* acc[0..n) += x[0..n) on pool's threads (add.c), the same bits on any. */
+void sn_add_into(sn_parallel *pool, float *acc, const float *x, int64_t n);
+
 /* Naive reference kernels, kept beside the fast ones for tests. */
 void sn_conv_forward_naive(const sn_layer *l, const float *in, float *out, int B);
 void sn_dense_forward_naive(const sn_layer *l, const float *in, float *out, int B);

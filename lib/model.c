@@ -277,13 +277,8 @@ static void backward_one(sn_model *m, sn_layer *l, int i, int B, sn_pass *p)
 	const int a = l->input[0];
 	float *din = a == 0 ? NULL : m->summed[a] ? m->dshare : m->dact[a];
 	l->kind->backward(l, m->act[a], m->act[i + 1], m->dact[i + 1], din, B, p);
-	if (a > 0 && m->summed[a]) {
-		float *restrict to = m->dact[a];
-		const float *restrict from = m->dshare;
-		const int64_t n = act_size(m->net, a) * B;
-		for (int64_t j = 0; j < n; j++)
-			to[j] += from[j];
-	}
+	if (a > 0 && m->summed[a])
+		sn_add_into(m->pool, m->dact[a], m->dshare, act_size(m->net, a) * B);
 }
 
 void sn_model_backward(sn_model *m, int B)

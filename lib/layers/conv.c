@@ -684,17 +684,42 @@ static void backward_unit(void *ctx, int64_t unit, int thread)
 	}
 }
 
-/* dw += the groups' dW^T (transposed) and dbias, added in group order. */
+/* sum[i] = the groups' part[u * size + i], added in group order, for n
+ * (<= 16) consecutive i: a block of 16, the form -O2 vectorises. */
+SN_VECTOR_CLONES static void sum_groups(const float *part, int64_t size, int64_t groups,
+					int64_t n, float *restrict sum)
+{
+	float acc[16] = {0};
+	if (n == 16) {
+		for (int i = 0; i < 16; i++)
+			acc[i] = part[i];
+		for (int64_t u = 1; u < groups; u++)
+			for (int i = 0; i < 16; i++)
+				acc[i] += part[u * size + i];
+	} else
+		for (int64_t i = 0; i < n; i++) {
+			acc[i] = part[i];
+			for (int64_t u = 1; u < groups; u++)
+				acc[i] += part[u * size + i];
+		}
+	for (int64_t i = 0; i < n; i++)
+		sum[i] = acc[i];
+}
+
+/* dw += the groups' dW^T (transposed) and dbias, added in group order:
+ * along dW^T's rows, which lie in memory (down its columns, 8 groups
+ * apart, this took 2% of the ResNet's step). */
 static void add_groups(const sn_layer *l, const conv_geom *g, int64_t groups)
 {
 	const int64_t ckk = g->C * g->k * g->k, size = group_floats(g);
 	if (l->dw[0])
-		for (int64_t f = 0; f < g->F; f++)
-			for (int64_t r = 0; r < ckk; r++) {
-				float sum = l->saved[r * g->F + f];
-				for (int64_t u = 1; u < groups; u++)
-					sum += l->saved[u * size + r * g->F + f];
-				l->dw[0][f * ckk + r] += sum;
+		for (int64_t r = 0; r < ckk; r++)
+			for (int64_t f0 = 0; f0 < g->F; f0 += 16) {
+				const int64_t n = g->F - f0 < 16 ? g->F - f0 : 16;
+				float sum[16];
+				sum_groups(l->saved + r * g->F + f0, size, groups, n, sum);
+				for (int64_t i = 0; i < n; i++)
+					l->dw[0][(f0 + i) * ckk + r] += sum[i];
 			}
 	if (l->nparams > 1 && l->dw[1])
 		for (int64_t f = 0; f < g->F; f++) {

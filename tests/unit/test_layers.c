@@ -22,6 +22,7 @@
 #define sn_kind_leaky_relu sse2_kind_leaky_relu
 #define sn_kind_tanh sse2_kind_tanh
 #define sn_kind_sigmoid sse2_kind_sigmoid
+#define sn_add_into sse2_add_into
 #include "layers/activation.c"
 #include "layers/add.c"
 #include "layers/batchnorm.c"
@@ -31,6 +32,7 @@
 #undef sn_kind_leaky_relu
 #undef sn_kind_tanh
 #undef sn_kind_sigmoid
+#undef sn_add_into
 
 #include "layers.h"
 #include "rng.h"
