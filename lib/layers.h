@@ -171,8 +171,10 @@ void sn_avgpool_forward_naive(const sn_layer *l, const float *in, float *out, in
  * CPU, and the layer applied to one example whose H x W planes are already
  * padded; for stride 2 each plane is split in two, its even columns then its
  * odd ones, (W + 1) / 2 floats a row ([C][2][H][(W + 1) / 2]).
- * sn_conv_direct_enabled (1) lets tests and benchmarks turn it off. */
-extern int sn_conv_direct_enabled;
+ * sn_avx512_kernels (1): whether the AVX-512 kernels (this one, and max
+ * pooling of stride 2 in pool.c) run where the CPU has AVX-512; tests and
+ * benchmarks set it to 0 to run the portable paths. */
+extern int sn_avx512_kernels;
 int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW);
 void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, int64_t stride,
 		    const float *w, int64_t F, int64_t k, const float *bias, float *out);

@@ -23,7 +23,7 @@
  * own kernels already differ from CPU to CPU). */
 #include "layers.h"
 
-int sn_conv_direct_enabled = 1;
+int sn_avx512_kernels = 1;
 
 #define FB 8   /* filters per tile */
 
@@ -201,7 +201,7 @@ void sn_conv_direct_dw(const sn_conv_dw_args *a)
 
 int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW)
 {
-	if (!sn_conv_direct_enabled || !have_avx512() || F % FB != 0 || (k != 3 && k != 5))
+	if (!sn_avx512_kernels || !have_avx512() || F % FB != 0 || (k != 3 && k != 5))
 		return 0;
 	/* at least 3/4 of the vector lanes in use: 12-16 columns (a block
 	 * on each of two rows), 24-32, 56-64, ...; 7x7 and 8x8 planes go

@@ -23,6 +23,8 @@ static pool_geom geom_of(const sn_layer *l)
 	return g;
 }
 
+static int64_t stride2_row(const pool_geom *g);
+
 static int pool_setup(sn_layer *l, int is_max)
 {
 	int64_t k, s, p;
@@ -49,7 +51,8 @@ static int pool_setup(sn_layer *l, int is_max)
 	l->flops_backward = is_max ? outs : outs * k * k;
 	l->saved_per_example = is_max ? outs : 0;   /* argmax, as int32 */
 	l->saved_fixed = l->scratch_per_example = 0;
-	l->scratch_fixed = is_max ? 2 * g.W : g.W;   /* the *_plane passes' row */
+	/* the *_plane passes' row */
+	l->scratch_fixed = is_max ? 2 * (g.stride == 2 ? stride2_row(&g) : g.W) : g.W;
 	return 0;
 }
 
@@ -195,6 +198,115 @@ static void maxima_across(const pool_geom *g, const float *colmax, const int32_t
 	}
 }
 
+/* Stride 2 on AVX-512: each window's candidates for 16 outputs are the
+ * even or the odd columns of 32 column maxima, split by one permute, so no
+ * lane is gathered one by one (that took a tenth of cifar10_quick's
+ * evaluation).  GCC's 16-lane vector extension compiled to scalar compares
+ * without AVX-512DQ's mask moves, hence intrinsics. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_STRIDE2 1
+
+static int have_avx512(void)
+{
+	return __builtin_cpu_supports("avx512f");
+}
+#else
+#define HAVE_STRIDE2 0
+#endif
+
+/* Floats of the padded column maxima of a stride-2 row: room for the last
+ * block of 16 outputs' loads. */
+static int64_t stride2_row(const pool_geom *g)
+{
+	const int64_t blocks = (g->OW + 15) / 16, need = 32 * blocks + g->k;
+	return need > g->W + 2 * g->pad ? need : g->W + 2 * g->pad;
+}
+
+#if HAVE_STRIDE2
+/* out[ow], arg[ow]: the maximum of the k column maxima cm[2*ow ..] (the
+ * padded columns: -inf, index INT32_MAX), the smaller index among equals. */
+__attribute__((target("avx512f"))) static void across_stride2(const float *cm, const int32_t *ca,
+							      int64_t k, int64_t OW, float *out,
+							      int32_t *arg)
+{
+	const __m512i halves[2] = {
+		_mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+		_mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)};
+	for (int64_t ow0 = 0; ow0 < OW; ow0 += 16) {
+		__m512 best = _mm512_setzero_ps();
+		__m512i at = _mm512_setzero_si512();
+		for (int64_t j = 0; j < k; j++) {
+			const int64_t c = 2 * ow0 + (j & ~INT64_C(1));
+			const __m512i half = halves[j & 1];
+			const __m512 v = _mm512_permutex2var_ps(_mm512_loadu_ps(cm + c), half,
+								_mm512_loadu_ps(cm + c + 16));
+			const __m512i i = _mm512_permutex2var_epi32(
+				_mm512_loadu_si512(ca + c), half, _mm512_loadu_si512(ca + c + 16));
+			if (j == 0) {
+				best = v, at = i;
+				continue;
+			}
+			const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+					       (_mm512_cmp_ps_mask(v, best, _CMP_EQ_OQ) &
+						_mm512_cmplt_epi32_mask(i, at));
+			best = _mm512_mask_mov_ps(best, take, v);
+			at = _mm512_mask_mov_epi32(at, take, i);
+		}
+		const int64_t n = OW - ow0 < 16 ? OW - ow0 : 16;
+		const __mmask16 m = (__mmask16)((1u << n) - 1);
+		_mm512_mask_storeu_ps(out + ow0, m, best);
+		_mm512_mask_storeu_epi32(arg + ow0, m, at);
+	}
+}
+
+/* column_maxima, 16 columns at a time */
+__attribute__((target("avx512f"))) static void column_maxima16(const float *top, int32_t top_at,
+							       int64_t rows, int64_t W, float *best,
+							       int32_t *at)
+{
+	const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	for (int64_t iw = 0; iw < W; iw += 16) {
+		const __mmask16 m = W - iw >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (W - iw)) - 1);
+		__m512 b = _mm512_maskz_loadu_ps(m, top + iw);
+		__m512i idx = _mm512_add_epi32(lane, _mm512_set1_epi32(top_at + (int32_t)iw));
+		__m512i a = idx;
+		for (int64_t r = 1; r < rows; r++) {
+			const __m512 v = _mm512_maskz_loadu_ps(m, top + r * W + iw);
+			idx = _mm512_add_epi32(idx, _mm512_set1_epi32((int32_t)W));
+			const __mmask16 take = _mm512_cmp_ps_mask(v, b, _CMP_GT_OQ);
+			b = _mm512_mask_mov_ps(b, take, v);
+			a = _mm512_mask_mov_epi32(a, take, idx);
+		}
+		_mm512_mask_storeu_ps(best + iw, m, b);
+		_mm512_mask_storeu_epi32(at + iw, m, a);
+	}
+}
+
+/* A stride-2 plane: the column maxima of each output row's window rows
+ * into a row padded with -inf, then across_stride2.
+ * Finite planes only (returns 0 otherwise); row: 2 x stride2_row floats. */
+static int maxpool_plane_stride2(const pool_geom *g, const float *src, float *out, int32_t *arg,
+				 float *row)
+{
+	if (!plane_is_finite(src, g->H * g->W))
+		return 0;
+	const int64_t L = stride2_row(g);
+	float *cm = row;
+	int32_t *ca = (int32_t *)(row + L);
+	for (int64_t i = 0; i < L; i++)
+		cm[i] = -INFINITY, ca[i] = INT32_MAX;
+	for (int64_t oh = 0; oh < g->OH; oh++) {
+		int64_t h0, h1;
+		window(oh, g->stride, g->pad, g->k, g->H, &h0, &h1);
+		column_maxima16(src + h0 * g->W, (int32_t)(h0 * g->W), h1 - h0, g->W, cm + g->pad,
+				ca + g->pad);
+		across_stride2(cm, ca, g->k, g->OW, out + oh * g->OW, arg + oh * g->OW);
+	}
+	return 1;
+}
+#endif
+
 /* 2x2 windows, stride 2, no padding (most nets), four outputs at a time:
  * shuffles split both rows into even and odd columns, and a tree of three
  * compares as lane masks picks each winner.  Ties go left, then up, as in
@@ -331,8 +443,16 @@ static void maxpool_plane_fast(const pool_geom *g, const float *src, float *out,
 			       float *row)
 {
 	const int two_by_two = g->k == 2 && g->stride == 2 && g->pad == 0;
-	if (two_by_two ? !maxpool_plane_2x2(g, src, out, arg)
-		       : !maxpool_plane_rows(g, src, out, arg, row))
+	int done;
+	if (two_by_two)
+		done = maxpool_plane_2x2(g, src, out, arg);
+#if HAVE_STRIDE2
+	else if (g->stride == 2 && sn_avx512_kernels && have_avx512())
+		done = maxpool_plane_stride2(g, src, out, arg, row);
+#endif
+	else
+		done = maxpool_plane_rows(g, src, out, arg, row);
+	if (!done)
 		maxpool_plane(g, src, out, arg);
 }
 

@@ -560,9 +560,9 @@ static void conv_direct_agrees_with_the_naive_and_the_gemm_paths(void **state)
 		prepare(&f, l, 3, 11);
 		float *in = inputs_uniform(&f, 12), *direct = floats(f.nout), *gemm = floats(f.nout);
 		run_forward(&f, in, direct, 1);
-		sn_conv_direct_enabled = 0;
+		sn_avx512_kernels = 0;
 		run_forward(&f, in, gemm, 1);
-		sn_conv_direct_enabled = 1;
+		sn_avx512_kernels = 1;
 		expect_close(direct, gemm, f.nout, 1e-5);
 		/* backward, as a first layer (dW only) and an inner one (din too) */
 		float *dout = inputs_uniform(&(fixture){.nin = f.nout}, 6), *din[2] = {
@@ -572,14 +572,14 @@ static void conv_direct_agrees_with_the_naive_and_the_gemm_paths(void **state)
 		sn_pass p = {.training = 1, .scratch = f.scratch};
 		for (int with_din = 0; with_din < 2; with_din++) {
 			for (int way = 0; way < 2; way++) {
-				sn_conv_direct_enabled = way == 0;
+				sn_avx512_kernels = way == 0;
 				memset(f.l.dw[0], 0, (size_t)nw * sizeof(float));
 				f.l.kind->backward(&f.l, in, direct, dout, with_din ? din[way] : NULL, f.B,
 						   &p);
 				if (way == 0)
 					memcpy(dw, f.l.dw[0], (size_t)nw * sizeof(float));
 			}
-			sn_conv_direct_enabled = 1;
+			sn_avx512_kernels = 1;
 			expect_close(dw, f.l.dw[0], nw, 1e-4);
 			if (with_din)
 				expect_close(din[0], din[1], f.nin, 1e-5);
@@ -589,8 +589,9 @@ static void conv_direct_agrees_with_the_naive_and_the_gemm_paths(void **state)
 	}
 }
 
-/* The fast max-pooling passes (2x2 stride 2, and the two-pass one for
- * any window) against the naive one: the same maxima and the same argmax,
+/* The fast max-pooling passes (2x2 stride 2, stride 2 on AVX-512, and the
+ * two-pass one for any window) against the naive one: the same maxima and
+ * the same argmax,
  * over inputs of few distinct values (ties everywhere), of distinct values,
  * and with a NaN or an Inf in some planes. */
 static void maxpool_agrees_with_the_naive_pooling(void **state)
@@ -603,6 +604,7 @@ static void maxpool_agrees_with_the_naive_pooling(void **state)
 		{2, 9, 11, 3, 2, 0}, {2, 10, 10, 3, 1, 1}, {2, 12, 17, 4, 3, 2}, {1, 3, 3, 3, 1, 0},
 		{2, 9, 22, 2, 1, 1}, {1, 5, 6, 5, 2, 2}, {2, 11, 11, 3, 3, 0},
 		{2, 20, 21, 2, 2, 1}, {2, 19, 40, 5, 2, 2},   /* stride 2 over even and odd columns */
+		{2, 9, 70, 3, 2, 1},                           /* three blocks of 16 outputs */
 	};
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
 		const int *s = shapes[i];
@@ -624,10 +626,13 @@ static void maxpool_agrees_with_the_naive_pooling(void **state)
 				in[f.nin - 1] = INFINITY;
 				in[0] = -INFINITY;
 			}
-			run_forward(&f, in, fast, 1);
 			sn_maxpool_forward_naive(&f.l, in, ref, arg, f.B);
-			assert_memory_equal(fast, ref, (size_t)f.nout * sizeof *fast);
-			assert_memory_equal(f.l.saved, arg, (size_t)f.nout * sizeof *arg);
+			for (int avx512 = 0; avx512 < 2; avx512++) {   /* stride 2: both paths */
+				sn_avx512_kernels = avx512;
+				run_forward(&f, in, fast, 1);
+				assert_memory_equal(fast, ref, (size_t)f.nout * sizeof *fast);
+				assert_memory_equal(f.l.saved, arg, (size_t)f.nout * sizeof *arg);
+			}
 			if (pass == 0) {
 				free(in);
 				in = inputs_without_ties(&f, 30 + i);
