@@ -70,6 +70,17 @@ typedef struct {
 
 typedef struct sn_layer sn_layer;
 
+/* What an evaluation pass may apply to a layer's outputs as they are
+ * stored, in place of the batchnorm and the relu that follow it (model.c
+ * sets it for a conv whose output only they read): per output channel f,
+ * y = gamma[f] * ((x - mean[f]) * invstd[f]) + beta[f] where mean is not
+ * NULL, then y < 0 ? 0 : y where relu is set.  These are batchnorm's and
+ * relu's own float operations, so the bits are theirs. */
+typedef struct {
+	const float *mean, *invstd, *gamma, *beta;
+	int relu;
+} sn_epilogue;
+
 /* What a forward/backward pass needs beyond its tensors. */
 typedef struct {
 	int training;            /* batchnorm batch stats, dropout active */
@@ -79,6 +90,7 @@ typedef struct {
 	sn_parallel *pool;       /* runs a layer's units; NULL: all on the caller */
 	const int32_t *labels;   /* loss layer: [B] */
 	double loss;             /* loss layer writes the mean loss here */
+	const sn_epilogue *epilogue;   /* forward, kinds with takes_epilogue: or NULL */
 } sn_pass;
 
 /* Thread t's scratch area (see sn_parallel_fn). */
@@ -92,6 +104,10 @@ typedef struct {
 	const char *name_prefix;     /* default layer names: "conv" -> conv1; NULL if unnamed */
 	unsigned options;            /* bit set of (1u << SN_OPT_*) accepted */
 	int is_loss;                 /* must be the last layer */
+	/* Evaluation fusion (sn_epilogue): takes_epilogue, forward applies
+	 * p->epilogue; epilogue_part, the layer can be folded into one:
+	 * SN_EPILOGUE_BATCHNORM or SN_EPILOGUE_RELU (0: it cannot). */
+	int takes_epilogue, epilogue_part;
 
 	/* Validate options (l->opt[], l->opt_set), set l->out, the parameter
 	 * descriptors, FLOPs and workspace sizes from l->in.  Returns 0 or
@@ -154,6 +170,12 @@ struct sn_layer {
 extern const sn_layer_kind *const sn_layer_kinds[];
 const sn_layer_kind *sn_layer_kind_find(const char *name);
 
+enum { SN_EPILOGUE_BATCHNORM = 1, SN_EPILOGUE_RELU };
+
+/* A batchnorm's evaluation mean and 1/sqrt(var + eps) per channel, as its
+ * forward pass uses them. */
+void sn_batchnorm_eval_coefficients(const sn_layer *l, float *mean, float *invstd);
+
 /* acc[0..n) += x[0..n) on pool's threads (add.c), the same bits on any. */
 void sn_add_into(sn_parallel *pool, float *acc, const float *x, int64_t n);
 
@@ -177,7 +199,8 @@ void sn_avgpool_forward_naive(const sn_layer *l, const float *in, float *out, in
 extern int sn_avx512_kernels;
 int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW);
 void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, int64_t stride,
-		    const float *w, int64_t F, int64_t k, const float *bias, float *out);
+		    const float *w, int64_t F, int64_t k, const float *bias,
+		    const sn_epilogue *epilogue, float *out);
 /* Where it takes the layer, its weight gradient over n examples: x, the
  * examples' unpadded C x H x W planes, xstride floats apart; dy, their
  * NCHW output gradients, dystride apart; dwt[((c*k + ki)*k + kj)*F + f]

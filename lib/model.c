@@ -106,6 +106,75 @@ static int plan_gradients(sn_model *m)
 	return share ? alloc_floats(&m->dshare, share * m->max_batch) : 0;
 }
 
+/* Which layers evaluation folds into the conv before them: a batchnorm,
+ * then a relu, each the only reader of the output before it. */
+static int plan_folding(sn_model *m)
+{
+	const sn_net *net = m->net;
+	const int n = net->nlayers;
+	int *readers = calloc((size_t)n + 1, sizeof *readers);
+	m->folded = calloc((size_t)n, 1);
+	int64_t channels = 0;
+	if (!readers || !m->folded) {
+		free(readers);
+		return sn_fail(SN_ENOMEM, "cannot allocate the folding plan");
+	}
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < net->layers[i].ninputs; k++)
+			readers[net->layers[i].input[k]]++;
+	for (int i = 0; i < n; i++) {
+		if (!net->layers[i].kind->takes_epilogue)
+			continue;
+		int end = i, parts = 0;   /* the chain's last layer, the parts folded */
+		while (end + 1 < n) {
+			const sn_layer *next = &net->layers[end + 1];
+			const int part = next->kind->epilogue_part;
+			if (next->kind->forward_join || next->input[0] != end + 1 ||
+			    readers[end + 1] != 1 || !part || part <= parts)
+				break;
+			parts = part;
+			if (part == SN_EPILOGUE_BATCHNORM && next->in.d[0] > channels)
+				channels = next->in.d[0];
+			end++;
+		}
+		m->folded[i] = (unsigned char)(end - i);
+		i = end;
+	}
+	free(readers);
+	m->fuse = 1;
+	return alloc_floats(&m->coef, 2 * channels);
+}
+
+/* Layer i's forward, or in evaluation, with the layers folded into it,
+ * writing the last one's output; returns the layers run. */
+static int forward_layer(sn_model *m, int i, int B, sn_pass *p, int fold)
+{
+	sn_layer *l = &m->net->layers[i];
+	if (l->kind->forward_join) {
+		const float *in[SN_MAX_INPUTS];
+		for (int k = 0; k < l->ninputs; k++)
+			in[k] = m->act[l->input[k]];
+		l->kind->forward_join(l, in, m->act[i + 1], B, p);
+		return 1;
+	}
+	const int folded = fold ? m->folded[i] : 0;
+	sn_epilogue e = {0};
+	for (int j = i + 1; j <= i + folded; j++) {
+		const sn_layer *f = &m->net->layers[j];
+		if (f->kind->epilogue_part == SN_EPILOGUE_RELU) {
+			e.relu = 1;
+			continue;
+		}
+		sn_batchnorm_eval_coefficients(f, m->coef, m->coef + f->in.d[0]);
+		e.mean = m->coef, e.invstd = m->coef + f->in.d[0];
+		e.gamma = f->w[0], e.beta = f->w[1];
+	}
+	p->epilogue = folded ? &e : NULL;
+	l->kind->forward(l, m->act[l->input[0]], m->act[i + 1 + folded], B, p);
+	p->epilogue = NULL;
+	return 1 + folded;
+}
+
 static int alloc_workspaces(sn_model *m)
 {
 	sn_net *net = m->net;
@@ -172,7 +241,7 @@ int sn_model_init(sn_model *m, sn_net *net, int max_batch)
 		goto fail;
 	}
 	if ((err = alloc_activations(m)) || (err = alloc_workspaces(m)) ||
-	    (err = plan_gradients(m)))
+	    (err = plan_gradients(m)) || (err = plan_folding(m)))
 		goto fail;
 	return 0;
 fail:
@@ -195,6 +264,8 @@ void sn_model_free(sn_model *m)
 	free(m->summed);
 	free(m->live);
 	free(m->dshare);
+	free(m->folded);
+	free(m->coef);
 	free(m->seconds_forward);
 	free(m->seconds_backward);
 	memset(m, 0, sizeof *m);
@@ -237,25 +308,24 @@ int sn_model_forward(sn_model *m, const float *x, const int32_t *y, int B,
 	bind_saved(m);
 	sn_pass p = {.training = training, .rng = rng, .scratch = m->scratch,
 		     .scratch_stride = m->scratch_stride, .pool = m->pool, .labels = y};
-	for (int i = 0; i < n; i++) {
-		sn_layer *l = &net->layers[i];
+	const int fold = !training && m->fuse;
+	for (int i = 0; i < n;) {
 		double t0 = m->profile ? now() : 0;
-		if (l->kind->forward_join) {
-			const float *in[SN_MAX_INPUTS];
-			for (int k = 0; k < l->ninputs; k++)
-				in[k] = m->act[l->input[k]];
-			l->kind->forward_join(l, in, m->act[i + 1], B, &p);
-		} else {
-			l->kind->forward(l, m->act[l->input[0]], m->act[i + 1], B, &p);
-		}
+		const int ran = forward_layer(m, i, B, &p, fold);
 		if (m->profile)
 			m->seconds_forward[i] += now() - t0;
+		i += ran;
 	}
 	const int has_loss = y && net->layers[n - 1].kind->is_loss;
 	if (loss)
 		*loss = has_loss ? p.loss : 0;
-	if (has_loss ? !isfinite(p.loss) : !all_finite(m->act[n], act_size(net, n) * B))
+	if (has_loss ? !isfinite(p.loss) : !all_finite(m->act[n], act_size(net, n) * B)) {
+		/* the folded layers' outputs were never written: run them all
+		 * to name the first that went non-finite */
+		for (int i = 0; fold && i < n; i++)
+			forward_layer(m, i, B, &p, 0);
 		return nonfinite(m, B);
+	}
 	return 0;
 }
 

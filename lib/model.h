@@ -23,6 +23,13 @@ typedef struct {
 	int64_t scratch_stride;
 	sn_parallel *pool;   /* NULL: one thread; set by sn_model_use_pool */
 	float *saved;        /* backs every layer's l->saved */
+	/* Evaluation folds a batchnorm and a relu that read only a conv's
+	 * output (or the batchnorm's) into the conv (sn_epilogue, the same
+	 * bits): folded[i] layers after layer i, while fuse is set (it is by
+	 * default; tests clear it).  coef: a batchnorm's mean and invstd. */
+	unsigned char *folded;
+	int fuse;
+	float *coef;
 	int profile;         /* when set, forward/backward add each layer's
 	                      * wall seconds to seconds_forward/backward[i] */
 	double *seconds_forward, *seconds_backward;  /* [nlayers] */

@@ -222,7 +222,7 @@ static void sigmoid_backward(sn_layer *l, const float *in, const float *out,
 }
 
 const sn_layer_kind sn_kind_relu = {
-	.name = "relu", .setup = relu_setup,
+	.name = "relu", .epilogue_part = SN_EPILOGUE_RELU, .setup = relu_setup,
 	.forward = relu_forward, .backward = relu_backward,
 };
 

@@ -251,6 +251,16 @@ static void normalize_unit(void *ctx, int64_t b, int thread)
 			  j->g.HW, j->cf, j->invstd, j->l->w[0], j->l->w[1]);
 }
 
+void sn_batchnorm_eval_coefficients(const sn_layer *l, float *mean, float *invstd)
+{
+	const bn_geom g = geom_of(l);
+	const float *rmean = l->w[2], *rvar = l->w[3];
+	for (int64_t c = 0; c < g.C; c++) {
+		mean[c] = rmean[c];
+		invstd[c] = (float)(1.0 / sqrt((double)rvar[c] + g.eps));
+	}
+}
+
 static void batchnorm_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	bn_job j = job_of(l, B);
@@ -258,10 +268,7 @@ static void batchnorm_forward(sn_layer *l, const float *in, float *out, int B, s
 	float *rmean = l->w[2], *rvar = l->w[3];
 	j.in = in, j.out = out;
 	if (!p->training) {
-		for (int64_t c = 0; c < g.C; c++) {
-			j.cf[c] = rmean[c];
-			j.invstd[c] = (float)(1.0 / sqrt((double)rvar[c] + g.eps));
-		}
+		sn_batchnorm_eval_coefficients(l, j.cf, j.invstd);
 		j.xhat = NULL;
 		sn_parallel_for(p->pool, B, normalize_unit, &j);
 		return;
@@ -333,6 +340,7 @@ const sn_layer_kind sn_kind_batchnorm = {
 	.name = "batchnorm",
 	.name_prefix = "bn",
 	.options = 1u << SN_OPT_EPS | 1u << SN_OPT_MOMENTUM,
+	.epilogue_part = SN_EPILOGUE_BATCHNORM,
 	.setup = batchnorm_setup,
 	.forward = batchnorm_forward,
 	.backward = batchnorm_backward,

@@ -417,10 +417,29 @@ SN_VECTOR_CLONES static void add_bias(float *restrict out, const float *restrict
 		}
 }
 
+/* e (layers.h) over n examples' F planes of S outputs, in place. */
+SN_VECTOR_CLONES static void apply_epilogue(float *out, int64_t n, int64_t F, int64_t S,
+					    const sn_epilogue *e)
+{
+	for (int64_t b = 0; b < n; b++)
+		for (int64_t f = 0; f < F; f++) {
+			float *o = out + (b * F + f) * S;
+			if (e->mean) {
+				const float m = e->mean[f], is = e->invstd[f], g = e->gamma[f],
+					    be = e->beta[f];
+				for (int64_t i = 0; i < S; i++)
+					o[i] = g * ((o[i] - m) * is) + be;
+			}
+			if (e->relu)
+				for (int64_t i = 0; i < S; i++)
+					o[i] = o[i] < 0.0f ? 0.0f : o[i];
+		}
+}
+
 /* out[n,F,OH,OW] = w conv in (+ bias, unless NULL), in NCHW, for the n
- * examples of one chunk. */
+ * examples of one chunk, then e unless NULL. */
 static void apply_chunk(const conv_geom *g, const float *w, const float *bias, const float *in,
-			float *out, int64_t n, float *scratch)
+			float *out, int64_t n, const sn_epilogue *e, float *scratch)
 {
 	const int64_t S = g->OH * g->OW, ckk = g->C * g->k * g->k, ns = n * S;
 	float *cols = scratch, *y = cols + ckk * S * chunk_of(g), *padded = y + g->F * S * chunk_of(g);
@@ -437,7 +456,7 @@ static void apply_chunk(const conv_geom *g, const float *w, const float *bias, c
 		}
 		for (int64_t b = 0; b < n; b++)
 			sn_conv_direct(src + b * example, g->C, Hp, Wp, g->stride, w, g->F, g->k,
-				       bias, out + b * g->F * S);
+				       bias, e, out + b * g->F * S);
 		return;
 	}
 	lower(g, in, cols, padded, n);
@@ -447,6 +466,8 @@ static void apply_chunk(const conv_geom *g, const float *w, const float *bias, c
 		add_bias(out, NULL, bias, 1, g->F, S);
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->F, (int)S,
 			    (int)ckk, 1.0f, w, (int)ckk, cols, (int)S, 1.0f, out, (int)S);
+		if (e)
+			apply_epilogue(out, 1, g->F, S, e);
 		return;
 	}
 	/* zeroed here and summed into (beta 1): OpenBLAS's own beta-0
@@ -455,6 +476,8 @@ static void apply_chunk(const conv_geom *g, const float *w, const float *bias, c
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->F, (int)ns, (int)ckk,
 		    1.0f, w, (int)ckk, cols, (int)ns, 1.0f, y, (int)ns);
 	add_bias(out, y, bias, n, g->F, S);
+	if (e)
+		apply_epilogue(out, n, g->F, S, e);
 }
 
 /* One pass over a batch, one unit per chunk of examples. */
@@ -463,6 +486,7 @@ typedef struct {
 	const float *w, *bias, *in;
 	float *out;
 	int64_t B;
+	const sn_epilogue *e;
 	const sn_pass *p;
 } apply_job;
 
@@ -490,21 +514,22 @@ static void apply_unit(void *ctx, int64_t unit, int thread)
 	const int64_t chunk = chunk_for(g, j->B), b0 = unit * chunk;
 	const int64_t n = j->B - b0 < chunk ? j->B - b0 : chunk;
 	apply_chunk(g, j->w, j->bias, j->in + b0 * g->C * g->H * g->W,
-		    j->out + b0 * g->F * g->OH * g->OW, n, sn_pass_scratch(j->p, thread));
+		    j->out + b0 * g->F * g->OH * g->OW, n, j->e, sn_pass_scratch(j->p, thread));
 }
 
-/* out[B,F,OH,OW] = w conv in (+ bias, unless NULL), in NCHW. */
+/* out[B,F,OH,OW] = w conv in (+ bias, unless NULL), in NCHW, then e
+ * unless NULL. */
 static void conv_apply(const conv_geom *g, const float *w, const float *bias, const float *in,
-		       float *out, int64_t B, const sn_pass *p)
+		       float *out, int64_t B, const sn_epilogue *e, const sn_pass *p)
 {
-	apply_job j = {g, w, bias, in, out, B, p};
+	apply_job j = {g, w, bias, in, out, B, e, p};
 	sn_parallel_for(p->pool, chunks_of(g, B), apply_unit, &j);
 }
 
 static void conv_forward(sn_layer *l, const float *in, float *out, int B, sn_pass *p)
 {
 	const conv_geom g = geom_of(l);
-	conv_apply(&g, l->w[0], l->nparams > 1 ? l->w[1] : NULL, in, out, B, p);
+	conv_apply(&g, l->w[0], l->nparams > 1 ? l->w[1] : NULL, in, out, B, p->epilogue, p);
 }
 
 /* dY of a chunk as [F, n*S] from NCHW dout when gather is set, and the
@@ -743,7 +768,7 @@ static void conv_backward(sn_layer *l, const float *in, const float *out,
 		const conv_geom t = transposed_geom(&g);
 		float *wt = l->saved + GROUPS * group_floats(&g);
 		flip_filters(&g, l->w[0], wt);
-		conv_apply(&t, wt, NULL, dout, din, B, p);
+		conv_apply(&t, wt, NULL, dout, din, B, NULL, p);
 	}
 }
 
@@ -776,6 +801,7 @@ const sn_layer_kind sn_kind_conv = {
 	.options = 1u << SN_OPT_FILTERS | 1u << SN_OPT_KERNEL | 1u << SN_OPT_STRIDE |
 		   1u << SN_OPT_PAD | 1u << SN_OPT_BIAS,
 	.is_loss = 0,
+	.takes_epilogue = 1,
 	.setup = conv_setup,
 	.forward = conv_forward,
 	.backward = conv_backward,

@@ -42,11 +42,27 @@ static inline __mmask16 lanes(int64_t n)
 	return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
+/* e's batchnorm and relu on 16 outputs of filter f (layers.h). */
+__attribute__((target("avx512f"), always_inline)) static inline __m512
+epilogue_of(__m512 v, const sn_epilogue *e, int64_t f)
+{
+	const __m512 zero = _mm512_setzero_ps();
+	if (e->mean) {
+		v = _mm512_mul_ps(_mm512_sub_ps(v, _mm512_set1_ps(e->mean[f])),
+				  _mm512_set1_ps(e->invstd[f]));
+		v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(e->gamma[f]), v),
+				  _mm512_set1_ps(e->beta[f]));
+	}
+	if (e->relu)
+		v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
+	return v;
+}
+
 /* The kernel for one constant k, inlined into one function per k so that
  * the tap loops unroll. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 direct_k(const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64_t F,
-	 const int k, const int s, const float *bias, float *out)
+	 const int k, const int s, const float *bias, const sn_epilogue *e, float *out)
 {
 	const int64_t OH = (H - k) / s + 1, OW = (W - k) / s + 1, blocks = (OW + 15) / 16;
 	const int64_t plane = OH * OW, fstride = C * k * k;
@@ -84,6 +100,13 @@ direct_k(const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64
 						}
 					}
 				float *o = out + f0 * plane + oh * OW + ow0;
+#define EPILOGUE(f)                                                                    \
+	a##f = epilogue_of(a##f, e, f0 + f);                                           \
+	b##f = epilogue_of(b##f, e, f0 + f);
+				if (e) {
+					EPILOGUE(0) EPILOGUE(1) EPILOGUE(2) EPILOGUE(3)
+					EPILOGUE(4) EPILOGUE(5) EPILOGUE(6) EPILOGUE(7)
+				}
 #define STORE(f)                                                                       \
 	_mm512_mask_storeu_ps(o + f * plane, m0, a##f);                                \
 	_mm512_mask_storeu_ps(o + f * plane + out1, m1, b##f);
@@ -91,6 +114,7 @@ direct_k(const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64
 			}
 #undef INIT
 #undef TAP
+#undef EPILOGUE
 #undef STORE
 }
 
@@ -171,9 +195,9 @@ __attribute__((target("avx512f"))) static void dw5(const sn_conv_dw_args *a)
 #define DIRECT(name, k, s)                                                             \
 	__attribute__((target("avx512f"))) static void name(                           \
 		const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64_t F, \
-		const float *bias, float *out)                                         \
+		const float *bias, const sn_epilogue *e, float *out)                   \
 	{                                                                              \
-		direct_k(in, C, H, W, w, F, k, s, bias, out);                          \
+		direct_k(in, C, H, W, w, F, k, s, bias, e, out);                       \
 	}
 DIRECT(direct3, 3, 1)
 DIRECT(direct5, 5, 1)
@@ -212,15 +236,16 @@ int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW)
 }
 
 void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, int64_t stride,
-		    const float *w, int64_t F, int64_t k, const float *bias, float *out)
+		    const float *w, int64_t F, int64_t k, const float *bias,
+		    const sn_epilogue *epilogue, float *out)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 	if (stride == 1)
-		(k == 3 ? direct3 : direct5)(in, C, H, W, w, F, bias, out);
+		(k == 3 ? direct3 : direct5)(in, C, H, W, w, F, bias, epilogue, out);
 	else
-		(k == 3 ? direct3s2 : direct5s2)(in, C, H, W, w, F, bias, out);
+		(k == 3 ? direct3s2 : direct5s2)(in, C, H, W, w, F, bias, epilogue, out);
 #else
 	(void)in, (void)C, (void)H, (void)W, (void)stride, (void)w, (void)F, (void)k, (void)bias;
-	(void)out;
+	(void)epilogue, (void)out;
 #endif
 }

@@ -288,6 +288,72 @@ static void a_nan_input_is_reported_at_the_first_layer(void **state)
 	close_net(&s);
 }
 
+/* Convs whose batchnorm and relu evaluation folds in: by the direct
+ * kernel (16 filters, 3x3 over 16x16, where the CPU has AVX-512; its
+ * stride-2 form over 32x32) and by the GEMM (12 filters; 7x7 outputs),
+ * a conv read twice (nothing folded), a relu alone, and a batchnorm after
+ * a pool (not a conv). */
+static const char foldable[] =
+	"name: foldable\n"
+	"input: [3, 32, 32]\n"
+	"layers:\n"
+	"  - {type: conv, filters: 16, kernel: 3, stride: 2, pad: 1}\n"   /* + bn + relu */
+	"  - batchnorm\n"
+	"  - relu\n"
+	"  - {type: conv, filters: 16, kernel: 3, pad: 1}\n"              /* + bn */
+	"  - {type: batchnorm, name: bn_b}\n"
+	"  - {type: conv, name: twice, filters: 12, kernel: 3, pad: 1}\n" /* read twice */
+	"  - {type: relu, name: r3}\n"
+	"  - {type: add, inputs: [r3, twice]}\n"
+	"  - {type: conv, filters: 12, kernel: 3, stride: 2}\n"           /* + relu, GEMM */
+	"  - relu\n"
+	"  - {type: maxpool, kernel: 2}\n"
+	"  - batchnorm\n"
+	"  - {type: conv, filters: 8, kernel: 1}\n"                       /* + bn + relu, GEMM */
+	"  - batchnorm\n"
+	"  - relu\n"
+	"  - {type: dense, units: 10}\n"
+	"  - softmax_cross_entropy\n";
+
+static void evaluation_folds_batchnorm_and_relu_into_convs_with_the_same_bits(void **state)
+{
+	(void)state;
+	setup_t s;
+	open_net(&s, foldable, 6, 6);
+	static const unsigned char plan[] = {2, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0};
+	assert_int_equal(s.net.nlayers, (int)sizeof plan);
+	assert_memory_equal(s.m.folded, plan, sizeof plan);
+	for (int step = 0; step < 3; step++)   /* running statistics off their start */
+		loss_at(&s);
+	sn_rng r;   /* and scales and shifts off 1 and 0 */
+	sn_rng_seed(&r, 5);
+	for (int i = 0; i < s.net.nlayers; i++) {
+		sn_layer *l = &s.net.layers[i];
+		if (strcmp(l->kind->name, "batchnorm") == 0)
+			for (int64_t c = 0; c < l->in.d[0]; c++) {
+				l->w[0][c] = 0.5f + sn_rng_uniform(&r);
+				l->w[1][c] = sn_rng_uniform(&r) - 0.5f;
+			}
+	}
+	const int64_t size = s.B * s.net.classes;
+	float *folded = malloc((size_t)size * sizeof *folded);
+	assert_non_null(folded);
+	double with, without;
+	assert_int_equal(sn_model_forward(&s.m, s.x, s.y, s.B, 0, NULL, &with), 0);
+	memcpy(folded, sn_model_probs(&s.m), (size_t)size * sizeof *folded);
+	s.m.fuse = 0;
+	assert_int_equal(sn_model_forward(&s.m, s.x, s.y, s.B, 0, NULL, &without), 0);
+	assert_memory_equal(folded, sn_model_probs(&s.m), (size_t)size * sizeof *folded);
+	assert_true(with == without);
+	/* a NaN is still named where it first shows, folded or not */
+	s.m.fuse = 1;
+	s.x[7] = NAN;
+	assert_int_equal(sn_model_forward(&s.m, s.x, s.y, s.B, 0, NULL, &with), SN_ENONFINITE);
+	assert_string_equal(sn_errdetail(), "non-finite output in layer conv1");
+	free(folded);
+	close_net(&s);
+}
+
 static void batches_outside_the_maximum_are_refused(void **state)
 {
 	(void)state;
@@ -366,6 +432,7 @@ int main(void)
 		cmocka_unit_test(batches_outside_the_maximum_are_refused),
 		cmocka_unit_test(profiling_adds_up_time_per_layer),
 		cmocka_unit_test(evaluation_batches_fit_the_cache),
+		cmocka_unit_test(evaluation_folds_batchnorm_and_relu_into_convs_with_the_same_bits),
 		cmocka_unit_test(graph_gradients_match_finite_differences_of_the_loss),
 		cmocka_unit_test(a_branch_nobody_reads_gets_no_gradient),
 	};
