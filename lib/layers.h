@@ -72,7 +72,7 @@ typedef struct sn_layer sn_layer;
 
 /* What an evaluation pass may apply to a layer's outputs as they are
  * stored, in place of the batchnorm and the relu that follow it (model.c
- * sets it for a conv whose output only they read): per output channel f,
+ * sets it for a conv or an add whose output only they read): per channel f,
  * y = gamma[f] * ((x - mean[f]) * invstd[f]) + beta[f] where mean is not
  * NULL, then y < 0 ? 0 : y where relu is set.  These are batchnorm's and
  * relu's own float operations, so the bits are theirs. */
@@ -104,10 +104,12 @@ typedef struct {
 	const char *name_prefix;     /* default layer names: "conv" -> conv1; NULL if unnamed */
 	unsigned options;            /* bit set of (1u << SN_OPT_*) accepted */
 	int is_loss;                 /* must be the last layer */
-	/* Evaluation fusion (sn_epilogue): takes_epilogue, forward applies
-	 * p->epilogue; epilogue_part, the layer can be folded into one:
+	/* Evaluation fusion (sn_epilogue): takes_epilogue, the parts whose
+	 * p->epilogue forward applies ((1u << SN_EPILOGUE_*), 0: none);
+	 * epilogue_part, the part this layer can be folded into one as:
 	 * SN_EPILOGUE_BATCHNORM or SN_EPILOGUE_RELU (0: it cannot). */
-	int takes_epilogue, epilogue_part;
+	unsigned takes_epilogue;
+	int epilogue_part;
 
 	/* Validate options (l->opt[], l->opt_set), set l->out, the parameter
 	 * descriptors, FLOPs and workspace sizes from l->in.  Returns 0 or

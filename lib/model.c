@@ -106,8 +106,9 @@ static int plan_gradients(sn_model *m)
 	return share ? alloc_floats(&m->dshare, share * m->max_batch) : 0;
 }
 
-/* Which layers evaluation folds into the conv before them: a batchnorm,
- * then a relu, each the only reader of the output before it. */
+/* Which layers evaluation folds into the layer before them: a batchnorm,
+ * then a relu, each the only reader of the output before it, as far as the
+ * first layer takes them (a conv both, an add a relu). */
 static int plan_folding(sn_model *m)
 {
 	const sn_net *net = m->net;
@@ -123,14 +124,14 @@ static int plan_folding(sn_model *m)
 		for (int k = 0; k < net->layers[i].ninputs; k++)
 			readers[net->layers[i].input[k]]++;
 	for (int i = 0; i < n; i++) {
-		if (!net->layers[i].kind->takes_epilogue)
-			continue;
+		const unsigned takes = net->layers[i].kind->takes_epilogue;
 		int end = i, parts = 0;   /* the chain's last layer, the parts folded */
-		while (end + 1 < n) {
+		while (takes && end + 1 < n) {
 			const sn_layer *next = &net->layers[end + 1];
 			const int part = next->kind->epilogue_part;
 			if (next->kind->forward_join || next->input[0] != end + 1 ||
-			    readers[end + 1] != 1 || !part || part <= parts)
+			    readers[end + 1] != 1 || !part || part <= parts ||
+			    !(takes & (1u << part)))
 				break;
 			parts = part;
 			if (part == SN_EPILOGUE_BATCHNORM && next->in.d[0] > channels)
@@ -150,13 +151,6 @@ static int plan_folding(sn_model *m)
 static int forward_layer(sn_model *m, int i, int B, sn_pass *p, int fold)
 {
 	sn_layer *l = &m->net->layers[i];
-	if (l->kind->forward_join) {
-		const float *in[SN_MAX_INPUTS];
-		for (int k = 0; k < l->ninputs; k++)
-			in[k] = m->act[l->input[k]];
-		l->kind->forward_join(l, in, m->act[i + 1], B, p);
-		return 1;
-	}
 	const int folded = fold ? m->folded[i] : 0;
 	sn_epilogue e = {0};
 	for (int j = i + 1; j <= i + folded; j++) {
@@ -170,7 +164,14 @@ static int forward_layer(sn_model *m, int i, int B, sn_pass *p, int fold)
 		e.gamma = f->w[0], e.beta = f->w[1];
 	}
 	p->epilogue = folded ? &e : NULL;
-	l->kind->forward(l, m->act[l->input[0]], m->act[i + 1 + folded], B, p);
+	if (l->kind->forward_join) {
+		const float *in[SN_MAX_INPUTS];
+		for (int k = 0; k < l->ninputs; k++)
+			in[k] = m->act[l->input[k]];
+		l->kind->forward_join(l, in, m->act[i + 1 + folded], B, p);
+	} else {
+		l->kind->forward(l, m->act[l->input[0]], m->act[i + 1 + folded], B, p);
+	}
 	p->epilogue = NULL;
 	return 1 + folded;
 }

@@ -56,10 +56,22 @@ SN_VECTOR_CLONES static void accumulate(float *restrict acc, const float *restri
 		acc[i] += x[i];
 }
 
+/* relu in place, as relu's own loop: x < 0 ? 0 : x */
+SN_VECTOR_CLONES static void relu_in_place(float *restrict x, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		for (int k = 0; k < 16; k++)
+			x[i + k] = x[i + k] < 0.0f ? 0.0f : x[i + k];
+	for (; i < n; i++)
+		x[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
 typedef struct {
 	int ninputs;
-	const float *const *in;     /* forward: out = in[0] + in[1] + ... */
+	const float *const *in;     /* forward: out = in[0] + in[1] + ..., */
 	float *out;
+	int relu;                   /* then relu where set (evaluation) */
 	const float *dout;          /* backward: din[k] += dout */
 	float *const *din;
 	int64_t n;
@@ -73,6 +85,8 @@ static void forward_span(void *ctx, int64_t unit, int thread)
 	sum2(j->out + i, j->in[0] + i, j->in[1] + i, n);
 	for (int k = 2; k < j->ninputs; k++)
 		accumulate(j->out + i, j->in[k] + i, n);
+	if (j->relu)
+		relu_in_place(j->out + i, n);
 }
 
 static void backward_span(void *ctx, int64_t unit, int thread)
@@ -102,7 +116,7 @@ void sn_add_into(sn_parallel *pool, float *acc, const float *x, int64_t n)
 static void add_forward(sn_layer *l, const float *const *in, float *out, int B, sn_pass *p)
 {
 	add_job j = {.ninputs = l->ninputs, .in = in, .out = out,
-		     .n = sn_shape_size(&l->out) * B};
+		     .relu = p->epilogue && p->epilogue->relu, .n = sn_shape_size(&l->out) * B};
 	sn_parallel_for(p->pool, (j.n + SPAN - 1) / SPAN, forward_span, &j);
 }
 
@@ -117,6 +131,7 @@ static void add_backward(sn_layer *l, const float *const *in, const float *out,
 
 const sn_layer_kind sn_kind_add = {
 	.name = "add",
+	.takes_epilogue = 1u << SN_EPILOGUE_RELU,
 	.setup = add_setup,
 	.forward_join = add_forward,
 	.backward_join = add_backward,

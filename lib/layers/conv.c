@@ -801,7 +801,7 @@ const sn_layer_kind sn_kind_conv = {
 	.options = 1u << SN_OPT_FILTERS | 1u << SN_OPT_KERNEL | 1u << SN_OPT_STRIDE |
 		   1u << SN_OPT_PAD | 1u << SN_OPT_BIAS,
 	.is_loss = 0,
-	.takes_epilogue = 1,
+	.takes_epilogue = 1u << SN_EPILOGUE_BATCHNORM | 1u << SN_EPILOGUE_RELU,
 	.setup = conv_setup,
 	.forward = conv_forward,
 	.backward = conv_backward,

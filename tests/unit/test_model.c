@@ -291,8 +291,8 @@ static void a_nan_input_is_reported_at_the_first_layer(void **state)
 /* Convs whose batchnorm and relu evaluation folds in: by the direct
  * kernel (16 filters, 3x3 over 16x16, where the CPU has AVX-512; its
  * stride-2 form over 32x32) and by the GEMM (12 filters; 7x7 outputs),
- * a conv read twice (nothing folded), a relu alone, and a batchnorm after
- * a pool (not a conv). */
+ * a conv read twice (nothing folded), a relu alone, an add's relu, and a
+ * batchnorm after a pool (not foldable). */
 static const char foldable[] =
 	"name: foldable\n"
 	"input: [3, 32, 32]\n"
@@ -304,7 +304,8 @@ static const char foldable[] =
 	"  - {type: batchnorm, name: bn_b}\n"
 	"  - {type: conv, name: twice, filters: 12, kernel: 3, pad: 1}\n" /* read twice */
 	"  - {type: relu, name: r3}\n"
-	"  - {type: add, inputs: [r3, twice]}\n"
+	"  - {type: add, inputs: [r3, twice]}\n"                           /* + relu */
+	"  - relu\n"
 	"  - {type: conv, filters: 12, kernel: 3, stride: 2}\n"           /* + relu, GEMM */
 	"  - relu\n"
 	"  - {type: maxpool, kernel: 2}\n"
@@ -315,12 +316,12 @@ static const char foldable[] =
 	"  - {type: dense, units: 10}\n"
 	"  - softmax_cross_entropy\n";
 
-static void evaluation_folds_batchnorm_and_relu_into_convs_with_the_same_bits(void **state)
+static void evaluation_folds_batchnorm_and_relu_into_the_layer_before_with_the_same_bits(void **state)
 {
 	(void)state;
 	setup_t s;
 	open_net(&s, foldable, 6, 6);
-	static const unsigned char plan[] = {2, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0};
+	static const unsigned char plan[] = {2, 0, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0};
 	assert_int_equal(s.net.nlayers, (int)sizeof plan);
 	assert_memory_equal(s.m.folded, plan, sizeof plan);
 	for (int step = 0; step < 3; step++)   /* running statistics off their start */
@@ -432,7 +433,7 @@ int main(void)
 		cmocka_unit_test(batches_outside_the_maximum_are_refused),
 		cmocka_unit_test(profiling_adds_up_time_per_layer),
 		cmocka_unit_test(evaluation_batches_fit_the_cache),
-		cmocka_unit_test(evaluation_folds_batchnorm_and_relu_into_convs_with_the_same_bits),
+		cmocka_unit_test(evaluation_folds_batchnorm_and_relu_into_the_layer_before_with_the_same_bits),
 		cmocka_unit_test(graph_gradients_match_finite_differences_of_the_loss),
 		cmocka_unit_test(a_branch_nobody_reads_gets_no_gradient),
 	};
