@@ -23,6 +23,7 @@
 #define sn_kind_tanh sse2_kind_tanh
 #define sn_kind_sigmoid sse2_kind_sigmoid
 #define sn_add_into sse2_add_into
+#define sn_batchnorm_eval_coefficients sse2_batchnorm_eval_coefficients
 #include "layers/activation.c"
 #include "layers/add.c"
 #include "layers/batchnorm.c"
@@ -33,6 +34,7 @@
 #undef sn_kind_tanh
 #undef sn_kind_sigmoid
 #undef sn_add_into
+#undef sn_batchnorm_eval_coefficients
 
 #include "layers.h"
 #include "rng.h"
