@@ -191,7 +191,7 @@ void sn_maxpool_forward_naive(const sn_layer *l, const float *in, float *out, in
 void sn_avgpool_forward_naive(const sn_layer *l, const float *in, float *out, int B);
 
 /* The direct convolution (lib/layers/conv_direct.c): whether it takes a
- * stride-1 or stride-2 layer of F filters, k x k, OW output columns on this
+ * stride-1 or stride-2 layer of F filters, k x k, OH x OW outputs on this
  * CPU, and the layer applied to one example whose H x W planes are already
  * padded; for stride 2 each plane is split in two, its even columns then its
  * odd ones, (W + 1) / 2 floats a row ([C][2][H][(W + 1) / 2]).
@@ -199,7 +199,7 @@ void sn_avgpool_forward_naive(const sn_layer *l, const float *in, float *out, in
  * pooling of stride 2 in pool.c) run where the CPU has AVX-512; tests and
  * benchmarks set it to 0 to run the portable paths. */
 extern int sn_avx512_kernels;
-int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW);
+int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OH, int64_t OW);
 void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, int64_t stride,
 		    const float *w, int64_t F, int64_t k, const float *bias,
 		    const sn_epilogue *epilogue, float *out);

@@ -332,7 +332,7 @@ static int pads_by_copy(const conv_geom *g)
 /* Whether the forward pass is the direct kernel's (stride 1 or 2). */
 static int direct_takes(const conv_geom *g)
 {
-	return (g->stride == 1 || g->stride == 2) && sn_conv_direct_takes(g->F, g->k, g->OW);
+	return (g->stride == 1 || g->stride == 2) && sn_conv_direct_takes(g->F, g->k, g->OH, g->OW);
 }
 
 /* Floats of one example's padded copy: its planes, or for a stride-2
@@ -590,7 +590,8 @@ static void flip_filters(const conv_geom *g, const float *w, float *wt)
  * (the other din needs the columns anyway). */
 static int dw_direct(const conv_geom *g, int din)
 {
-	return g->stride == 1 && sn_conv_direct_takes(g->F, g->k, g->OW) &&
+	/* (its tiles run along one row: rows of 8 or fewer go to the GEMM) */
+	return g->stride == 1 && g->OW > 8 && sn_conv_direct_takes(g->F, g->k, g->OH, g->OW) &&
 	       (!din || din_by_convolution(g));
 }
 

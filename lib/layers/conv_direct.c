@@ -1,20 +1,20 @@
-/* conv_direct.c: stride-1 k x k convolution (k = 3 or 5) of one example,
- * straight from its (already padded) planes, with AVX-512.
+/* conv_direct.c: k x k convolution (k = 3 or 5, stride 1 or 2) of one
+ * example, straight from its (already padded) planes, and the weight
+ * gradient of stride-1 layers, with AVX-512.
  *
  * conv.c lowers a convolution to a GEMM: im2col copies every input k*k
  * times, and OpenBLAS copies the columns again into its panels, for a
- * product with few rows (the filters: 24 to 48 in the small ResNet,
- * 32 in cifar10_quick), where those copies cost as much as the
+ * product with few rows (the filters: 24 to 128 in the small ResNet,
+ * 32 and 64 in cifar10_quick), where those copies cost as much as the
  * multiplies.  Here a tile of 8 filters x 2 vectors of 16 outputs stays in
  * 16 registers while every channel and tap is added in: one load of 16
  * inputs feeds 8 fused multiply-adds, and nothing is copied.
  *
- * The two vectors of a tile are two 16-column blocks of one output row, or,
- * where a row fits one block (14x14 planes), the same block of two rows.
- * The weight gradient stays a GEMM: a direct one (the k*k tap sums of a
- * filter and a channel in registers over a chunk, added across lanes at
- * the end) made cifar10_quick 13% slower.  din of "same" layers is a
- * forward convolution (conv.c), so it comes here too.
+ * The two vectors of a tile are two 16-column blocks of one output row;
+ * where a row fits one block (14x14 planes), the same block of two rows;
+ * where a row is 8 or fewer (7x7, 8x8), two rows packed in each vector,
+ * four in all.  Stride 2 reads planes split into even and odd columns
+ * (conv.c), so every load is still 16 consecutive floats.
  *
  * Every sum runs in a fixed order (an output: its bias or 0, then channel,
  * kernel row, kernel column), so the bits do not depend on the thread
@@ -62,20 +62,31 @@ epilogue_of(__m512 v, const sn_epilogue *e, int64_t f)
  * the tap loops unroll. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 direct_k(const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64_t F,
-	 const int k, const int s, const float *bias, const sn_epilogue *e, float *out)
+	 const int k, const int s, const int packed, const float *bias, const sn_epilogue *e,
+	 float *out)
 {
 	const int64_t OH = (H - k) / s + 1, OW = (W - k) / s + 1, blocks = (OW + 15) / 16;
 	const int64_t plane = OH * OW, fstride = C * k * k;
 	const int64_t rw = s == 1 ? W : (W + 1) / 2;   /* floats per stored row */
-	const int rowpair = blocks == 1;
+	const int rowpair = !packed && blocks == 1;
+	const int64_t next_row = s * rw;                /* the input row of output row + 1 */
 	for (int64_t f0 = 0; f0 < F; f0 += FB)
-		for (int64_t oh = 0; oh < OH; oh += rowpair ? 2 : 1)
-			for (int64_t b = 0; b < blocks; b += rowpair ? 1 : 2) {
+		for (int64_t oh = 0; oh < OH; oh += packed ? 4 : rowpair ? 2 : 1)
+			for (int64_t b = 0; b < blocks; b += packed || rowpair ? 1 : 2) {
 				const int64_t ow0 = b * 16;
-				/* the second vector: 16 columns on, or one row down */
-				const int64_t in1 = rowpair ? s * rw : 16, out1 = rowpair ? OW : 16;
-				const __mmask16 m0 = lanes(OW - ow0);
-				const __mmask16 m1 = rowpair ? (oh + 1 < OH ? m0 : 0) : lanes(OW - ow0 - 16);
+				/* the second vector: 16 columns on, or one row down, or
+				 * (packed) two rows down */
+				const int64_t in1 = packed ? 2 * next_row : rowpair ? next_row : 16;
+				const int64_t out1 = packed ? 2 * OW : rowpair ? OW : 16;
+				/* packed: output rows oh, oh + 1 in lanes [0, OW), [OW, 2 OW) */
+				const __mmask16 lo0 = oh < OH ? lanes(OW) : 0;
+				const __mmask16 hi0 = oh + 1 < OH ? lanes(2 * OW) & ~lanes(OW) : 0;
+				const __mmask16 lo1 = oh + 2 < OH ? lanes(OW) : 0;
+				const __mmask16 hi1 = oh + 3 < OH ? lanes(2 * OW) & ~lanes(OW) : 0;
+				const __mmask16 m0 = packed ? lo0 | hi0 : lanes(OW - ow0);
+				const __mmask16 m1 = packed ? lo1 | hi1
+						     : rowpair ? (oh + 1 < OH ? m0 : 0)
+							       : lanes(OW - ow0 - 16);
 #define INIT(f)                                                                        \
 	__m512 a##f = _mm512_set1_ps(bias ? bias[f0 + f] : 0.0f), b##f = a##f;
 				INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
@@ -89,8 +100,18 @@ direct_k(const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64
 							const float *row =
 								in + ((c * s + kj % s) * H + s * oh + ki) * rw +
 								ow0 + kj / s;
-							const __m512 x0 = _mm512_maskz_loadu_ps(m0, row);
-							const __m512 x1 = _mm512_maskz_loadu_ps(m1, row + in1);
+							__m512 x0, x1;
+							if (packed) {   /* lane OW + j: the next row's j */
+								x0 = _mm512_mask_loadu_ps(
+									_mm512_maskz_loadu_ps(lo0, row), hi0,
+									row + next_row - OW);
+								x1 = _mm512_mask_loadu_ps(
+									_mm512_maskz_loadu_ps(lo1, row + in1),
+									hi1, row + in1 + next_row - OW);
+							} else {
+								x0 = _mm512_maskz_loadu_ps(m0, row);
+								x1 = _mm512_maskz_loadu_ps(m1, row + in1);
+							}
 							__m512 v;
 #define TAP(f)                                                                         \
 	v = _mm512_set1_ps(wr[f * fstride + kj]);                                      \
@@ -192,18 +213,25 @@ __attribute__((target("avx512f"))) static void dw5(const sn_conv_dw_args *a)
 	dw_k(a, 5, 4);
 }
 
-#define DIRECT(name, k, s)                                                             \
+#define DIRECT(name, k, s, packed)                                                     \
 	__attribute__((target("avx512f"))) static void name(                           \
 		const float *in, int64_t C, int64_t H, int64_t W, const float *w, int64_t F, \
 		const float *bias, const sn_epilogue *e, float *out)                   \
 	{                                                                              \
-		direct_k(in, C, H, W, w, F, k, s, bias, e, out);                       \
+		direct_k(in, C, H, W, w, F, k, s, packed, bias, e, out);               \
 	}
-DIRECT(direct3, 3, 1)
-DIRECT(direct5, 5, 1)
-DIRECT(direct3s2, 3, 2)
-DIRECT(direct5s2, 5, 2)
+DIRECT(direct3, 3, 1, 0)
+DIRECT(direct5, 5, 1, 0)
+DIRECT(direct3s2, 3, 2, 0)
+DIRECT(direct5s2, 5, 2, 0)
+DIRECT(direct3p, 3, 1, 1)
+DIRECT(direct5p, 5, 1, 1)
+DIRECT(direct3s2p, 3, 2, 1)
+DIRECT(direct5s2p, 5, 2, 1)
 #undef DIRECT
+
+typedef void direct_fn(const float *, int64_t, int64_t, int64_t, const float *, int64_t,
+		       const float *, const sn_epilogue *, float *);
 #else
 static int have_avx512(void)
 {
@@ -223,13 +251,17 @@ void sn_conv_direct_dw(const sn_conv_dw_args *a)
 #endif
 }
 
-int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OW)
+int sn_conv_direct_takes(int64_t F, int64_t k, int64_t OH, int64_t OW)
 {
 	if (!sn_avx512_kernels || !have_avx512() || F % FB != 0 || (k != 3 && k != 5))
 		return 0;
-	/* at least 3/4 of the vector lanes in use: 12-16 columns (a block
-	 * on each of two rows), 24-32, 56-64, ...; 7x7 and 8x8 planes go
-	 * faster as a GEMM */
+	/* rows of 8 or fewer, packed two to a vector and four to a tile: at
+	 * least 7/8 of the lanes in use (8x8 planes; 7x7 ones, 77%, ran no
+	 * faster than the GEMM) */
+	if (OW <= 8)
+		return 8 * OH * OW >= 7 * 32 * ((OH + 3) / 4);
+	/* otherwise at least 3/4 of the lanes: 12-16 columns (a block on each
+	 * of two rows), 24-32, 56-64, ... */
 	const int64_t per_pair = OW <= 16 ? 16 : 32;
 	const int64_t pairs = (OW + per_pair - 1) / per_pair;
 	return 4 * OW >= 3 * per_pair * pairs;
@@ -240,10 +272,11 @@ void sn_conv_direct(const float *in, int64_t C, int64_t H, int64_t W, int64_t st
 		    const sn_epilogue *epilogue, float *out)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-	if (stride == 1)
-		(k == 3 ? direct3 : direct5)(in, C, H, W, w, F, bias, epilogue, out);
-	else
-		(k == 3 ? direct3s2 : direct5s2)(in, C, H, W, w, F, bias, epilogue, out);
+	static direct_fn *const fns[2][2][2] = {   /* [packed][stride 2][k 5] */
+		{{direct3, direct5}, {direct3s2, direct5s2}},
+		{{direct3p, direct5p}, {direct3s2p, direct5s2p}}};
+	const int64_t OW = (W - k) / stride + 1;
+	fns[OW <= 8][stride == 2][k == 5](in, C, H, W, w, F, bias, epilogue, out);
 #else
 	(void)in, (void)C, (void)H, (void)W, (void)stride, (void)w, (void)F, (void)k, (void)bias;
 	(void)epilogue, (void)out;

@@ -538,13 +538,18 @@ static void conv_direct_agrees_with_the_naive_and_the_gemm_paths(void **state)
 		{3, 32, 32, 8, 5, 2, 0, 1, 1}, {2, 40, 27, 8, 3, 1, 1, 1, 1},
 		{1, 30, 30, 8, 3, 0, 1, 1, 1}, {2, 20, 60, 16, 5, 2, 1, 1, 1},
 		{8, 12, 12, 24, 3, 1, 0, 1, 1},
-		{4, 8, 8, 8, 3, 1, 1, 0, 1},   /* 8 columns: half the lanes, so the GEMM */
+		{4, 8, 8, 8, 3, 1, 1, 1, 1},   /* 8 columns: two rows a vector */
+		{3, 7, 8, 8, 3, 1, 1, 1, 1},    /* 7 rows of 8: a tile of 3 */
+		{5, 7, 7, 16, 3, 1, 0, 0, 1},   /* 7x7: 77% of the lanes, the GEMM */
+		{2, 8, 8, 8, 5, 2, 1, 1, 1}, {3, 6, 9, 8, 5, 1, 1, 1, 1},
+		{4, 5, 5, 8, 3, 1, 1, 0, 1},   /* 5 columns: the GEMM */
 		{4, 16, 16, 12, 3, 1, 1, 0, 1},   /* 12 filters */
 		/* stride 2: planes split into even and odd columns */
 		{6, 28, 28, 16, 3, 1, 0, 1, 2}, {3, 29, 27, 8, 3, 1, 1, 1, 2},
 		{4, 32, 31, 8, 5, 2, 1, 1, 2}, {2, 60, 61, 8, 3, 0, 1, 1, 2},
 		{2, 23, 50, 8, 5, 1, 0, 1, 2},
-		{4, 14, 14, 8, 3, 1, 1, 0, 2},   /* 7 columns: the GEMM */
+		{4, 14, 14, 8, 3, 1, 1, 0, 2}, {3, 15, 15, 8, 5, 2, 0, 1, 2},   /* 7x7, 8x8 */
+		{4, 10, 10, 8, 3, 1, 1, 0, 2},   /* 5 columns: the GEMM */
 	};
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
 		const int *s = shapes[i];
@@ -554,9 +559,10 @@ static void conv_direct_agrees_with_the_naive_and_the_gemm_paths(void **state)
 		opt(&l, SN_OPT_PAD, s[5]);
 		opt(&l, SN_OPT_BIAS, s[6]);
 		opt(&l, SN_OPT_STRIDE, s[8]);
+		const int64_t OH = (s[1] + 2 * s[5] - s[4]) / s[8] + 1;
 		const int64_t OW = (s[2] + 2 * s[5] - s[4]) / s[8] + 1;
 		if (__builtin_cpu_supports("avx512f"))
-			assert_int_equal(sn_conv_direct_takes(s[3], s[4], OW), s[7]);
+			assert_int_equal(sn_conv_direct_takes(s[3], s[4], OH, OW), s[7]);
 		compare_with_naive(l, 3, sn_conv_forward_naive);
 		fixture f;
 		prepare(&f, l, 3, 11);
@@ -1075,6 +1081,11 @@ static void every_kind_gives_the_same_bits_on_any_thread_count(void **state)
 	opt(&l, SN_OPT_KERNEL, 5);
 	opt(&l, SN_OPT_PAD, 2);
 	expect_thread_independent(l, 21);
+	l = layer("conv", chw(8, 8, 8));               /* the direct kernel, rows packed */
+	opt(&l, SN_OPT_FILTERS, 16);
+	opt(&l, SN_OPT_KERNEL, 3);
+	opt(&l, SN_OPT_PAD, 1);
+	expect_thread_independent(l, 19);
 	l = layer("conv", chw(4, 28, 28));             /* the direct kernel at stride 2 */
 	opt(&l, SN_OPT_FILTERS, 8);
 	opt(&l, SN_OPT_KERNEL, 3);
