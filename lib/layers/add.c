@@ -99,18 +99,11 @@ static void backward_span(void *ctx, int64_t unit, int thread)
 			accumulate(j->din[k] + i, j->dout + i, n);
 }
 
-static void accumulate_span(void *ctx, int64_t unit, int thread)
-{
-	(void)thread;
-	const add_job *j = ctx;
-	const int64_t i = unit * SPAN, n = j->n - i < SPAN ? j->n - i : SPAN;
-	accumulate(j->din[0] + i, j->dout + i, n);
-}
-
+/* add's backward with one input */
 void sn_add_into(sn_parallel *pool, float *acc, const float *x, int64_t n)
 {
-	add_job j = {.dout = x, .din = &acc, .n = n};
-	sn_parallel_for(pool, (n + SPAN - 1) / SPAN, accumulate_span, &j);
+	add_job j = {.ninputs = 1, .dout = x, .din = &acc, .n = n};
+	sn_parallel_for(pool, (n + SPAN - 1) / SPAN, backward_span, &j);
 }
 
 static void add_forward(sn_layer *l, const float *const *in, float *out, int B, sn_pass *p)

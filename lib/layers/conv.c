@@ -586,11 +586,12 @@ static void flip_filters(const conv_geom *g, const float *w, float *wt)
 				wt[(c * g->F + f) * kk + kk - 1 - i] = w[(f * g->C + c) * kk + i];
 }
 
-/* Whether the weight gradient is the direct kernel's: for the layers the direct forward takes, where din, if wanted, is a convolution
- * (the other din needs the columns anyway). */
+/* Whether the weight gradient is the direct kernel's: for the stride-1
+ * layers the direct forward takes with rows wider than 8 (its tiles run
+ * along one row), where din, if wanted, is a convolution (the other din
+ * needs the columns anyway). */
 static int dw_direct(const conv_geom *g, int din)
 {
-	/* (its tiles run along one row: rows of 8 or fewer go to the GEMM) */
 	return g->stride == 1 && g->OW > 8 && sn_conv_direct_takes(g->F, g->k, g->OH, g->OW) &&
 	       (!din || din_by_convolution(g));
 }
